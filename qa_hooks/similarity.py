@@ -349,6 +349,14 @@ def polygon_iou(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> f
     area_a, area_b = polygon_area(pa), polygon_area(pb)
     if area_a == 0.0 or area_b == 0.0:
         return 0.0
+    # far-apart polygons are the common non-match: skip the O(n·m) clipping
+    if (
+        max(x for x, _ in pa) <= min(x for x, _ in pb)
+        or max(x for x, _ in pb) <= min(x for x, _ in pa)
+        or max(y for _, y in pa) <= min(y for _, y in pb)
+        or max(y for _, y in pb) <= min(y for _, y in pa)
+    ):
+        return 0.0
     inter = min(_polygon_intersection_area(pa, pb), area_a, area_b)
     return inter / (area_a + area_b - inter)
 
