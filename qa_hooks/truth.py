@@ -155,8 +155,9 @@ class MajorityVote:
         counts = _class_scores(enc)
         winner, share = _vote(enc, counts)
         self.classes_ = enc.classes
-        self.probas_ = pd.DataFrame(counts / counts.sum(axis=1, keepdims=True), index=enc.tasks,
-                                    columns=enc.classes)
+        self.probas_ = pd.DataFrame(
+            counts / counts.sum(axis=1, keepdims=True), index=enc.tasks, columns=enc.classes
+        )
         self.result_ = _result(enc, winner, share)
         self.labels_ = self.result_["label"]
         self.confidence_ = self.result_["confidence"]
@@ -333,8 +334,12 @@ class DawidSkene:
     ) -> None:
         if not isinstance(max_iter, int | np.integer) or max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-        for name, value in (("tol", tol), ("diag_prior", diag_prior), ("off_diag_prior", off_diag_prior),
-                            ("class_prior", class_prior)):
+        for name, value in (
+            ("tol", tol),
+            ("diag_prior", diag_prior),
+            ("off_diag_prior", off_diag_prior),
+            ("class_prior", class_prior),
+        ):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.max_iter = int(max_iter)
@@ -344,43 +349,39 @@ class DawidSkene:
         self.class_prior = float(class_prior)
 
     # -- EM pieces, all on integer-encoded arrays ------------------------------------------------
+    #
+    # Arrays are class-major so that every reduction over the (few) classes runs across long rows:
+    # posteriors ``post[k, i]`` (K, N); confusions ``pi[k, w, l]`` = P(worker w reports l | class k).
+    # ``pair = w * K + l`` codes each label's (worker, reported class), so ``pi.reshape(K, W * K)``
+    # is looked up by ``pair`` and the per-label scatter of either step is one bincount over K * L.
 
     def _m_step(
-        self, enc: _Encoded, pair: np.ndarray, posterior: np.ndarray, pseudo: np.ndarray
+        self, enc: _Encoded, m_index: np.ndarray, post: np.ndarray, pseudo: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Confusions ``pi`` (W, K, K) and priors ``rho`` (K,) from the current posteriors (MAP)."""
+        """Confusions ``pi`` (K, W, K) and priors ``rho`` (K,) from the current posteriors (MAP)."""
         k = enc.n_classes
-        # counts[w, l, k] = sum of posterior[task, k] over labels (task, w, l): a single bincount.
-        flat = np.bincount(
-            (pair[:, None] * k + np.arange(k)).ravel(),
-            weights=posterior[enc.task].ravel(),
-            minlength=enc.n_workers * k * k,
-        )
-        counts = flat.reshape(enc.n_workers, k, k).transpose(0, 2, 1) + pseudo  # -> [w, true, reported]
+        # counts[k, w, l] = posterior mass of class k on the tasks where worker w reported l.
+        flat = np.bincount(m_index, weights=post[:, enc.task].ravel(), minlength=k * enc.n_workers * k)
+        counts = flat.reshape(k, enc.n_workers, k) + pseudo[:, None, :]
         row_mass = counts.sum(axis=2, keepdims=True)
         # A row with no mass at all (possible only without pseudo-counts) is taken as uniform.
         pi = np.where(row_mass > 0, counts / np.maximum(row_mass, np.finfo(float).tiny), 1.0 / k)
-        mass = posterior.sum(axis=0) + self.class_prior
+        mass = post.sum(axis=1) + self.class_prior
         rho = mass / mass.sum()
         return pi, rho
 
     @staticmethod
     def _e_step(
-        enc: _Encoded, pair: np.ndarray, pi: np.ndarray, rho: np.ndarray
+        enc: _Encoded, pair: np.ndarray, e_index: np.ndarray, pi: np.ndarray, rho: np.ndarray
     ) -> tuple[np.ndarray, float]:
-        """Posteriors (N, K) and the marginal log-likelihood of all labels."""
+        """Posteriors (K, N) and the marginal log-likelihood of all labels."""
         k = enc.n_classes
         tiny = np.finfo(float).tiny
-        # log_pi_by_pair[w * K + l, k] = log pi[w, k, l]
-        log_pi_by_pair = np.log(np.maximum(pi, tiny)).transpose(0, 2, 1).reshape(-1, k)
-        flat = np.bincount(
-            (enc.task[:, None] * k + np.arange(k)).ravel(),
-            weights=log_pi_by_pair[pair].ravel(),
-            minlength=enc.n_tasks * k,
-        )
-        joint = flat.reshape(enc.n_tasks, k) + np.log(np.maximum(rho, tiny))
-        top = joint.max(axis=1, keepdims=True)
-        norm = top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True))
+        log_pi = np.log(np.maximum(pi, tiny)).reshape(k, -1)  # [k, w * K + l]
+        flat = np.bincount(e_index, weights=log_pi[:, pair].ravel(), minlength=k * enc.n_tasks)
+        joint = flat.reshape(k, enc.n_tasks) + np.log(np.maximum(rho, tiny))[:, None]
+        top = joint.max(axis=0)
+        norm = top + np.log(np.exp(joint - top).sum(axis=0))
         return np.exp(joint - norm), float(norm.sum())
 
     def _objective(self, log_likelihood: float, pi: np.ndarray, rho: np.ndarray, pseudo: np.ndarray) -> float:
@@ -388,7 +389,7 @@ class DawidSkene:
         tiny = np.finfo(float).tiny
         return (
             log_likelihood
-            + float((pseudo * np.log(np.maximum(pi, tiny))).sum())
+            + float((pseudo[:, None, :] * np.log(np.maximum(pi, tiny))).sum())
             + self.class_prior * float(np.log(np.maximum(rho, tiny)).sum())
         )
 
@@ -397,27 +398,32 @@ class DawidSkene:
     def fit(self, table: pd.DataFrame) -> DawidSkene:
         enc = _encode(table)
         k = enc.n_classes
+        classes = np.arange(k)[:, None]
         pair = enc.worker * k + enc.label
+        m_index = (classes * (enc.n_workers * k) + pair).ravel()  # -> counts[k, w, l]
+        e_index = (classes * enc.n_tasks + enc.task).ravel()  # -> joint[k, i]
         pseudo = np.full((k, k), self.off_diag_prior)
         np.fill_diagonal(pseudo, self.diag_prior)
 
         counts = _class_scores(enc)
-        posterior = counts / counts.sum(axis=1, keepdims=True)  # majority-vote initialisation
+        post = (counts / counts.sum(axis=1, keepdims=True)).T.copy()  # majority-vote initialisation
         previous = -np.inf
         converged = False
         n_iter = 0
         log_likelihood = -np.inf
-        pi = np.empty((enc.n_workers, k, k))
+        pi = np.empty((k, enc.n_workers, k))
         rho = np.empty(k)
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - n_iter is reported after the loop
-            pi, rho = self._m_step(enc, pair, posterior, pseudo)
-            posterior, log_likelihood = self._e_step(enc, pair, pi, rho)
+            pi, rho = self._m_step(enc, m_index, post, pseudo)
+            post, log_likelihood = self._e_step(enc, pair, e_index, pi, rho)
             objective = self._objective(log_likelihood, pi, rho, pseudo)
             if abs(objective - previous) <= self.tol * max(1.0, abs(objective)):
                 converged = True
                 break
             previous = objective
 
+        posterior = post.T
+        pi = pi.transpose(1, 0, 2)  # -> [w, true, reported]
         winner = posterior.argmax(axis=1)
         self.classes_ = enc.classes
         self.n_iter_ = n_iter
@@ -464,8 +470,13 @@ def dawid_skene(
 
     See :class:`DawidSkene` for the model, the smoothing priors and the stopping rule.
     """
-    model = DawidSkene(max_iter=max_iter, tol=tol, diag_prior=diag_prior, off_diag_prior=off_diag_prior,
-                       class_prior=class_prior)
+    model = DawidSkene(
+        max_iter=max_iter,
+        tol=tol,
+        diag_prior=diag_prior,
+        off_diag_prior=off_diag_prior,
+        class_prior=class_prior,
+    )
     return model.fit_predict(table)
 
 
