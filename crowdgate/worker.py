@@ -1,0 +1,31 @@
+"""Start an RQ worker with crowdgate's queues and settings, RQ's scheduler included (retries, periodic jobs).
+
+    crowdgate-worker         # listens on REDIS_URL to crowdgate's queues
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import redis
+from rq import Queue, Worker
+
+from qa_hooks.config import EVENTS_QUEUE
+
+QUEUES = (os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=os.environ.get("CROWDGATE_LOG_LEVEL", "INFO"))
+    connection = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    queues = [Queue(name, connection=connection) for name in (argv or QUEUES)]
+    worker = Worker(queues, connection=connection)
+    worker.work(with_scheduler=True, burst=os.environ.get("CROWDGATE_WORKER_BURST") == "1")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

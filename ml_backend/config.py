@@ -1,0 +1,27 @@
+"""Settings of the ML backend, read from the environment (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MLSettings:
+    # Label Studio can call a backend with HTTP basic auth; both set means every request must carry it.
+    basic_auth_user: str = ""
+    basic_auth_password: str = ""
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_password)
+
+    @classmethod
+    def from_env(cls) -> MLSettings:
+        env = os.environ
+        return cls(
+            basic_auth_user=env.get("CROWDGATE_ML_BASIC_AUTH_USER", ""),
+            basic_auth_password=env.get("CROWDGATE_ML_BASIC_AUTH_PASSWORD", ""),
+            max_body_bytes=int(env.get("CROWDGATE_ML_MAX_BODY_BYTES", cls.max_body_bytes)),
+        )

@@ -1,0 +1,140 @@
+"""Label Studio's ML backend protocol, as Label Studio 1.23.2 speaks it (captured in tests/fixtures).
+
+``GET /health``, ``POST /setup`` (sent before every predict batch: must be fast, so models load lazily),
+``POST /predict`` (exactly one result per task, in order), ``POST /webhook`` (project events and
+``START_TRAINING``) and ``GET /versions``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ml_backend.config import MLSettings
+from ml_backend.zero_shot import ZeroShotChoices
+
+log = logging.getLogger(__name__)
+protocol = Blueprint("ml_backend", __name__)
+
+
+def _state() -> dict[str, Any]:
+    return current_app.extensions["crowdgate.ml"]
+
+
+def _error(reason: str, status: int):
+    return jsonify({"error": reason}), status
+
+
+def project_id(value: Any) -> int | None:
+    """Label Studio names the project ``"<id>.<timestamp>"`` in /setup and /predict."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        head = value.split(".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+@protocol.before_request
+def _check_basic_auth():
+    settings: MLSettings = _state()["settings"]
+    if not settings.auth_required:
+        return None
+    header = request.headers.get("Authorization", "")
+    user = password = ""
+    if header.startswith("Basic "):
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    ok = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode())
+    ok &= hmac.compare_digest(password.encode(), settings.basic_auth_password.encode())
+    if not ok:
+        response = jsonify({"error": "basic auth required"})
+        response.headers["WWW-Authenticate"] = 'Basic realm="crowdgate"'
+        return response, 401
+    return None
+
+
+def _json_object() -> dict[str, Any] | None:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+@protocol.get("/health")
+@protocol.get("/")
+def health():
+    return jsonify({"status": "UP", "model_class": "crowdgate", "model_version": _state()["model"].model_version})
+
+
+@protocol.post("/setup")
+def setup():
+    body = _json_object()
+    if body is None:
+        return _error("body must be a JSON object", 400)
+    pid = project_id(body.get("project"))
+    schema = body.get("schema")
+    if pid is not None and isinstance(schema, str):
+        _state()["projects"][pid] = {"label_config": schema, "hostname": body.get("hostname")}
+    return jsonify({"model_version": _state()["model"].model_version})
+
+
+@protocol.post("/predict")
+def predict():
+    body = _json_object()
+    if body is None:
+        return _error("body must be a JSON object", 400)
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        return _error("'tasks' must be a list of task objects", 400)
+    label_config = body.get("label_config")
+    if not isinstance(label_config, str):
+        # A predict without a prior /setup still works when the config comes along or was set up before.
+        known = _state()["projects"].get(project_id(body.get("project")))
+        label_config = known["label_config"] if known else None
+    if not label_config:
+        return _error("'label_config' is missing and this project was never set up", 400)
+    model = _state()["model"]
+    try:
+        results = model.predict(tasks, label_config)
+    except Exception as exc:  # a broken config must not take the backend down
+        log.exception("predict failed")
+        return _error(f"prediction failed: {exc}", 500)
+    return jsonify({"results": results, "model_version": model.model_version})
+
+
+@protocol.post("/webhook")
+def webhook():
+    body = _json_object()
+    if body is None:
+        return _error("body must be a JSON object", 400)
+    action = body.get("action")
+    if not isinstance(action, str):
+        return _error("missing field 'action'", 400)
+    if action == "START_TRAINING":
+        log.info("START_TRAINING for project %s", project_id((body.get("project") or {}).get("id")))
+        return jsonify({"status": "ok", "action": action}), 201
+    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them.
+    return jsonify({"status": "ignored", "action": action}), 200
+
+
+@protocol.get("/versions")
+def versions():
+    return jsonify({"versions": [_state()["model"].model_version]})
+
+
+def init_ml_backend(app, settings: MLSettings | None = None, model: Any = None) -> None:
+    settings = settings or MLSettings.from_env()
+    app.extensions["crowdgate.ml"] = {
+        "settings": settings,
+        "model": model or ZeroShotChoices(),
+        "projects": {},
+    }
+    current = app.config.get("MAX_CONTENT_LENGTH")
+    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)
+    app.register_blueprint(protocol)

@@ -1,0 +1,14 @@
+"""Application factory of the webhook receiver on its own (``crowdgate.web`` mounts it beside the ML backend)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from qa_hooks.config import HookSettings
+from qa_hooks.receiver import init_hooks
+
+
+def create_app(settings: HookSettings | None = None) -> Flask:
+    app = Flask("qa_hooks")
+    init_hooks(app, settings)
+    return app

@@ -1,0 +1,88 @@
+"""The blueprint that takes Label Studio's project webhooks.
+
+Label Studio delivers a webhook inside the annotator's own submit request, waits 1 s and never retries,
+so this handler only checks, persists and answers: all the work happens in an RQ job.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from qa_hooks.config import HookSettings
+from qa_hooks.events import PayloadError, parse_body
+from qa_hooks.inbox import Inbox
+
+SECRET_HEADER = "X-Crowdgate-Secret"
+log = logging.getLogger(__name__)
+hooks = Blueprint("hooks", __name__)
+
+
+def _settings() -> HookSettings:
+    return current_app.extensions["crowdgate.hooks"]["settings"]
+
+
+def _inbox() -> Inbox:
+    return current_app.extensions["crowdgate.hooks"]["inbox"]
+
+
+def _error(reason: str, status: int):
+    return jsonify({"error": reason}), status
+
+
+@hooks.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge):
+    return _error(f"body larger than {_settings().max_body_bytes} bytes", 413)
+
+
+@hooks.post("/hooks/labelstudio")
+def receive():
+    started = time.perf_counter()
+    secret = _settings().webhook_secret
+    given = request.headers.get(SECRET_HEADER, "")
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        return _error(f"missing or wrong {SECRET_HEADER} header", 401)
+    if request.content_length is not None and request.content_length > _settings().max_body_bytes:
+        return _error(f"body larger than {_settings().max_body_bytes} bytes", 413)
+    try:
+        event = parse_body(request.get_data(cache=False))
+    except PayloadError as exc:
+        return _error(exc.reason, exc.status)
+    try:
+        status, job_id = _inbox().put(event)
+    except redis.RedisError as exc:
+        log.error("could not persist %s for project %s: %s", event.action, event.project, exc)
+        return _error("crowdgate could not persist the event (Redis unavailable); not recorded", 503)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return jsonify({"status": status, "job": job_id, "action": event.action, "ms": round(elapsed_ms, 2)}), 200
+
+
+@hooks.get("/hooks/health")
+def health():
+    try:
+        _inbox().redis.ping()
+    except redis.RedisError as exc:
+        return _error(f"redis unavailable: {exc}", 503)
+    return jsonify({"status": "UP"})
+
+
+def init_hooks(app, settings: HookSettings | None = None) -> None:
+    """Attach the receiver and its Redis connection to ``app``."""
+    settings = settings or HookSettings.from_env()
+    if not settings.webhook_secret:
+        log.warning("CROWDGATE_WEBHOOK_SECRET is empty: every webhook will be refused with 401")
+    connection = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+    inbox = Inbox(connection, settings.queue, settings.key_prefix, settings.dedup_ttl_s)
+    app.extensions["crowdgate.hooks"] = {"settings": settings, "inbox": inbox}
+    current = app.config.get("MAX_CONTENT_LENGTH")
+    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)
+    app.register_blueprint(hooks)

@@ -1,0 +1,304 @@
+"""Run a real, headless Label Studio 1.23.2 next to crowdgate.
+
+Label Studio pins its own ``openai``, ``redis`` and ``rq``, so it lives in a virtual environment of its own
+(``$CROWDGATE_LS_VENV``, default ``~/.cache/crowdgate/label-studio-1.23.2``), installed on first use.
+A migrated SQLite template database is built once (migrations take ~45 s) and copied for every start
+(~4 s). With ``DJANGO_DB``/``POSTGRE_*`` set, Label Studio uses PostgreSQL and migrates it itself.
+
+The same :class:`LabelStudioServer` serves the command line, the demo and the pytest session fixture::
+
+    crowdgate-labelstudio start            # prints URL, login and API token; Ctrl-C stops it
+    crowdgate-labelstudio install          # only install Label Studio and build the template
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+LS_VERSION = "1.23.2"
+CACHE_DIR = Path(os.environ.get("CROWDGATE_CACHE", Path.home() / ".cache" / "crowdgate"))
+_PORT_LINE = re.compile(r"Starting development server at http://[\d.]+:(\d+)/")
+# Variables Label Studio would read as its own settings: keep them out of its environment.
+_FOREIGN_VARS = ("HOST", "PORT", "USERNAME", "PASSWORD", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio could not be installed, started or reached."""
+
+
+def default_venv() -> Path:
+    return Path(os.environ.get("CROWDGATE_LS_VENV", CACHE_DIR / f"label-studio-{LS_VERSION}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Serialise installs and template builds between concurrent test sessions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_installed(venv: Path | None = None) -> Path:
+    """Install Label Studio into its own venv if missing; return the ``label-studio`` executable."""
+    venv = venv or default_venv()
+    exe = venv / "bin" / "label-studio"
+    with _file_lock(venv.with_suffix(".lock")):
+        if exe.exists():
+            return exe
+        print(f"installing label-studio=={LS_VERSION} into {venv} (about a minute)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, f"label-studio=={LS_VERSION}"], check=True)
+    if not exe.exists():
+        raise LabelStudioError(f"installing label-studio left no {exe}")
+    return exe
+
+
+def _base_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_VARS and not k.startswith("LABEL_STUDIO_")}
+    env.update(
+        LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
+        SSRF_PROTECTION_ENABLED="false",  # webhooks and ML backends on 127.0.0.1 are refused otherwise
+        ML_BLOCK_LOCAL_IP="false",
+        LATEST_VERSION_CHECK="false",
+        COLLECT_ANALYTICS="false",
+        SENTRY_DSN="",
+        FRONTEND_SENTRY_DSN="",
+        SECRET_KEY=os.environ.get("CROWDGATE_LS_SECRET_KEY", "crowdgate-local-label-studio-secret-key"),
+    )
+    return env
+
+
+def _uses_postgres() -> bool:
+    return os.environ.get("DJANGO_DB", "").lower() in {"default", "postgresql"}
+
+
+def ensure_template(exe: Path) -> Path:
+    """A migrated, user-less SQLite data dir, built once and copied for each start."""
+    template = exe.parent.parent.parent / f"label-studio-{LS_VERSION}-template"
+    with _file_lock(template.with_suffix(".lock")):
+        if (template / ".ready").exists():
+            return template
+        shutil.rmtree(template, ignore_errors=True)
+        template.mkdir(parents=True)
+        print("building Label Studio's migrated template database (about 45 s, once)", file=sys.stderr)
+        env = _base_env(template)
+        env.pop("DJANGO_DB", None)
+        result = subprocess.run(
+            [str(exe), "init", "-q", "--data-dir", str(template)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            raise LabelStudioError(f"label-studio init failed:\n{result.stdout}\n{result.stderr}")
+        (template / ".ready").touch()
+    return template
+
+
+@dataclass(frozen=True)
+class LabelStudio:
+    """A running server: where it is and how to log in."""
+
+    url: str
+    token: str
+    username: str
+    password: str
+    pid: int
+    data_dir: Path
+    log_path: Path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"}
+
+    def client(self):
+        from label_studio_sdk import LabelStudio as Client
+
+        return Client(base_url=self.url, api_key=self.token)
+
+
+class LabelStudioServer:
+    """Start and stop one headless Label Studio process (and its children) by PID."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        username: str = "admin@crowdgate.local",
+        password: str | None = None,
+        token: str | None = None,
+        venv: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.username = username
+        self.password = password or secrets.token_urlsafe(12)
+        self.token = token or secrets.token_hex(20)  # legacy tokens are at most 40 characters
+        if len(self.token) > 40:
+            raise ValueError("Label Studio's legacy API token is at most 40 characters")
+        self.venv = venv
+        self._process: subprocess.Popen | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.server: LabelStudio | None = None
+
+    def start(self, timeout: float = 180.0) -> LabelStudio:
+        exe = ensure_installed(self.venv)
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="crowdgate-ls-")
+            self.data_dir = Path(self._tmp.name) / "data"
+        if not _uses_postgres() and not (self.data_dir / "label_studio.sqlite3").exists():
+            shutil.copytree(ensure_template(exe), self.data_dir, dirs_exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = self.port or free_port()
+        env = _base_env(self.data_dir)
+        env.update(
+            LABEL_STUDIO_USERNAME=self.username,
+            LABEL_STUDIO_PASSWORD=self.password,
+            LABEL_STUDIO_USER_TOKEN=self.token,
+            LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+            LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+        )
+        log_path = self.data_dir.parent / "label-studio.log"
+        cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--data-dir", str(self.data_dir)]
+        with open(log_path, "ab") as log:
+            # Its own session, so stop() can end the server and everything it spawned by this PID alone.
+            self._process = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        try:
+            url = self._wait_ready(log_path, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.server = LabelStudio(
+            url=url,
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            pid=self._process.pid,
+            data_dir=self.data_dir,
+            log_path=log_path,
+        )
+        return self.server
+
+    def _wait_ready(self, log_path: Path, timeout: float) -> str:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        url = None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise LabelStudioError(f"Label Studio exited with {self._process.returncode}:\n{_tail(log_path)}")
+            if url is None:
+                # A busy port makes Label Studio start silently on port+1: trust the log, not the request.
+                match = _PORT_LINE.search(log_path.read_text(errors="replace"))
+                if match:
+                    url = f"http://127.0.0.1:{match.group(1)}"
+            if url is not None:
+                with contextlib.suppress(requests.RequestException):
+                    reply = requests.get(
+                        f"{url}/api/current-user/whoami",
+                        headers={"Authorization": f"Token {self.token}"},
+                        timeout=5,
+                    )
+                    if reply.status_code == 200:
+                        return url
+            time.sleep(0.3)
+        raise LabelStudioError(f"Label Studio did not answer within {timeout:.0f} s:\n{_tail(log_path)}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LabelStudio:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crowdgate-labelstudio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start a headless server and keep it running until Ctrl-C")
+    start.add_argument("--port", type=int, default=int(os.environ.get("CROWDGATE_LS_PORT", "8080")))
+    start.add_argument("--data-dir", type=Path, default=None, help="persistent data dir (default: temporary)")
+    start.add_argument("--username", default=os.environ.get("CROWDGATE_LS_USERNAME", "admin@crowdgate.local"))
+    start.add_argument("--password", default=os.environ.get("CROWDGATE_LS_PASSWORD"))
+    start.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"))
+    sub.add_parser("install", help="install Label Studio into its venv and build the template database")
+    args = parser.parse_args(argv)
+
+    if args.command == "install":
+        exe = ensure_installed()
+        if not _uses_postgres():
+            ensure_template(exe)
+        print(exe)
+        return 0
+
+    server = LabelStudioServer(
+        port=args.port, data_dir=args.data_dir, username=args.username, password=args.password, token=args.token
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with server as ls:
+        print(f"Label Studio {LS_VERSION} at {ls.url}")
+        print(f"login: {ls.username} / {ls.password}")
+        print(f"LABEL_STUDIO_URL={ls.url}")
+        print(f"LABEL_STUDIO_API_KEY={ls.token}", flush=True)
+        try:
+            while server._process is not None and server._process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
