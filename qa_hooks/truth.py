@@ -32,6 +32,7 @@ This module is pure computation: it reads and writes nothing.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
@@ -340,7 +341,7 @@ class DawidSkene:
             ("off_diag_prior", off_diag_prior),
             ("class_prior", class_prior),
         ):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.max_iter = int(max_iter)
         self.tol = float(tol)
