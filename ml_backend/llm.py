@@ -1,0 +1,844 @@
+"""LLM pre-labelling engine for the ML backend, over any OpenAI-compatible chat-completions endpoint.
+
+:class:`LLMPredictor` turns Label Studio tasks plus a label config into predictions
+(``{"result", "score", "model_version"}``, one per task, None when not ready or not valid):
+
+* structured output in three modes, found per endpoint and remembered: ``json_schema`` (OpenAI, vLLM),
+  ``json_object`` with an inline ``schema`` (llama.cpp's server, which answers 500 to ``json_schema``), and
+  plain prompting with JSON extraction when the server refuses both;
+* every answer validated against the config (see :mod:`ml_backend.structured`), invalid parts dropped and
+  counted;
+* ``score`` from token log-probabilities when the server returns them, else agreement of extra samples at
+  temperature > 0;
+* a bounded thread pool, requests/tokens-per-minute buckets, our own retry policy (the client's is off), an
+  overall deadline after which unfinished tasks keep running in the background and land in the cache;
+* a cache keyed by model, prompt version, config, task data, instructions and examples;
+* token usage and cost per task, a per-project budget cap, and redaction of personal data before text
+  leaves for a non-local endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+
+from ml_backend.cache import PredictionCache, cache_from_env, cache_key
+from ml_backend.prompt import PROMPT_VERSION, build_messages
+from ml_backend.ratelimit import RateLimiter
+from ml_backend.redaction import ALL_KINDS, Redaction, parse_kinds
+from ml_backend.structured import ConfigPlan, ParsedAnswer, build_plan
+
+log = logging.getLogger(__name__)
+
+MODES = ("json_schema", "json_object", "prompt")
+# A mode refused by an endpoint is retried after this long (a refusal could have been an outage).
+REFUSAL_TTL_S = 600.0
+# Tags whose confidence is the joint probability of the value's tokens; free-form ones use the per-token mean.
+_DISCRETE = {"choices", "pairwise", "rating", "taxonomy", "number"}
+
+
+def _env_bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "on", "true", "yes")
+
+
+def _is_local(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".local")
+
+
+@dataclass
+class LLMSettings:
+    """Engine configuration; :meth:`from_env` reads the ``OPENAI_*`` and ``CROWDGATE_LLM_*`` variables."""
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    mode: str = "auto"  # auto | json_schema | json_object | prompt
+    concurrency: int = 16
+    rpm: float = 0.0  # requests per minute, 0 = unlimited
+    tpm: float = 0.0  # tokens per minute, 0 = unlimited
+    deadline_s: float = 80.0  # inside Label Studio's 100 s predict timeout
+    samples: int = 3  # answers compared for agreement when the server gives no logprobs
+    sample_temperature: float = 0.7
+    price_in: float = 0.0  # USD per 1M prompt tokens
+    price_out: float = 0.0  # USD per 1M completion tokens
+    budget_usd: float = 0.0  # per project, 0 = no cap
+    redact: tuple[str, ...] = ()  # kinds masked before text leaves (see ml_backend.redaction)
+    vision: bool = False  # the model takes images
+    max_retries: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    request_timeout_s: float = 60.0
+    max_tokens: int = 512
+    logprobs: bool = True
+    ner_occurrences: str = "all"  # all | first
+    cache_url: str | None = None  # redis://... ; None = in-process cache
+    cache_ttl_s: float = 30 * 24 * 3600.0
+    invalid_ttl_s: float = 3600.0  # how long an invalid answer is remembered (no re-asking meanwhile)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
+        e = os.environ if env is None else env
+        base_url = e.get("OPENAI_BASE_URL") or cls.base_url
+        redact_setting = e.get("CROWDGATE_REDACT", "auto").strip().lower()
+        if redact_setting in ("", "auto"):
+            # Personal data stays in-house when the model does; it is masked when it would leave.
+            redact = () if _is_local(base_url) else ALL_KINDS
+        else:
+            redact = parse_kinds(redact_setting)
+        mode = (e.get("CROWDGATE_LLM_MODE") or "auto").strip().lower()
+        if mode not in ("auto", *MODES):
+            raise ValueError(f"CROWDGATE_LLM_MODE must be auto or one of {MODES}, not {mode!r}")
+
+        def num(name: str, default: float) -> float:
+            raw = e.get(name)
+            return float(raw) if raw not in (None, "") else default
+
+        return cls(
+            base_url=base_url,
+            api_key=e.get("OPENAI_API_KEY", ""),
+            model=e.get("CROWDGATE_LLM_MODEL") or cls.model,
+            mode=mode,
+            concurrency=max(1, int(num("CROWDGATE_LLM_CONCURRENCY", cls.concurrency))),
+            rpm=num("CROWDGATE_LLM_RPM", 0.0),
+            tpm=num("CROWDGATE_LLM_TPM", 0.0),
+            deadline_s=num("CROWDGATE_LLM_DEADLINE_S", cls.deadline_s),
+            samples=max(1, int(num("CROWDGATE_LLM_SAMPLES", cls.samples))),
+            price_in=num("CROWDGATE_LLM_PRICE_IN", 0.0),
+            price_out=num("CROWDGATE_LLM_PRICE_OUT", 0.0),
+            budget_usd=num("CROWDGATE_LLM_BUDGET_USD", 0.0),
+            redact=redact,
+            vision=_env_bool(e.get("CROWDGATE_LLM_VISION"), False),
+            max_retries=int(num("CROWDGATE_LLM_MAX_RETRIES", cls.max_retries)),
+            max_tokens=int(num("CROWDGATE_LLM_MAX_TOKENS", cls.max_tokens)),
+            logprobs=_env_bool(e.get("CROWDGATE_LLM_LOGPROBS"), True),
+            ner_occurrences=(e.get("CROWDGATE_LLM_NER_OCCURRENCES") or "all").strip().lower(),
+            cache_url=e.get("CROWDGATE_REDIS_URL") or e.get("REDIS_URL") or None,
+        )
+
+    @property
+    def model_version(self) -> str:
+        return f"llm:{self.model}:p{PROMPT_VERSION}"
+
+
+@dataclass
+class EndpointState:
+    """What one endpoint (base URL + model) was found to support; shared by every predictor in the process."""
+
+    mode: str | None = None  # confirmed structured-output mode
+    refused: dict[str, float] = field(default_factory=dict)  # mode -> when it was refused
+    logprobs: bool | None = None  # None until the first answer shows
+    n_choices: bool | None = None  # honours n > 1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def candidates(self, now: float) -> list[str]:
+        if self.mode is not None:
+            return [self.mode]
+        return [m for m in MODES if now - self.refused.get(m, -math.inf) > REFUSAL_TTL_S] or ["prompt"]
+
+
+_ENDPOINTS: dict[tuple[str, str], EndpointState] = {}
+_ENDPOINTS_LOCK = threading.Lock()
+
+
+def endpoint_state(base_url: str, model: str) -> EndpointState:
+    with _ENDPOINTS_LOCK:
+        return _ENDPOINTS.setdefault((base_url.rstrip("/"), model), EndpointState())
+
+
+@dataclass
+class TaskOutcome:
+    """Everything recorded about one task of a predict call."""
+
+    task_id: Any
+    status: str  # ok | cached | invalid | pending | budget | unsupported | error
+    prediction: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    score_source: str = ""  # logprobs | samples | none
+    problems: dict[str, int] = field(default_factory=dict)
+
+
+class BudgetExceeded(Exception):
+    pass
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool | int], bins: int = 10
+) -> float:
+    """ECE with equal-width bins on [0, 1]: the count-weighted mean |accuracy − mean confidence| per bin."""
+    if len(confidences) != len(correct):
+        raise ValueError("confidences and correct differ in length")
+    n = len(confidences)
+    if n == 0:
+        return 0.0
+    totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum confidence, sum correct
+    for conf, ok in zip(confidences, correct, strict=True):
+        c = min(max(float(conf), 0.0), 1.0)
+        b = min(int(c * bins), bins - 1)
+        totals[b][0] += 1
+        totals[b][1] += c
+        totals[b][2] += 1.0 if ok else 0.0
+    return sum(abs(s_ok / cnt - s_conf / cnt) * cnt / n for cnt, s_conf, s_ok in totals if cnt)
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in a model's free-text reply (code fences and chatter around it ignored)."""
+    text = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1).strip()
+    with contextlib.suppress(json.JSONDecodeError):
+        return json.loads(text)
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"\{", text):
+        try:
+            value, _ = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise ValueError("no JSON object in the answer")
+
+
+def logprob_confidence(content: str, tokens: Sequence[Any], plan: ConfigPlan, parsed: ParsedAnswer) -> float:
+    """Confidence of an answer from its tokens' log-probabilities.
+
+    Per control, the tokens that spell its value in the answer JSON are found by character position. For a
+    discrete answer (a choice, a rating, taxonomy paths) the confidence is the probability of those tokens
+    together; for spans and free text, whose length varies, the per-token geometric mean. The answer's
+    score is its weakest control's.
+    """
+    spans: list[tuple[int, int, float]] = []
+    pos = 0
+    for t in tokens:
+        piece = t.token if isinstance(t.token, str) else ""
+        spans.append((pos, pos + len(piece), float(t.logprob)))
+        pos += len(piece)
+    if not spans:
+        return 0.0
+
+    def overlapping(start: int, end: int) -> list[float]:
+        return [lp for s, e, lp in spans if s < end and start < e]
+
+    key_positions = sorted(
+        (p, c) for c in plan.controls if (p := content.find(json.dumps(c.name, ensure_ascii=False))) >= 0
+    )
+    per_control: list[float] = []
+    for i, (kpos, c) in enumerate(key_positions):
+        region_end = key_positions[i + 1][0] if i + 1 < len(key_positions) else len(content)
+        value_start = kpos + len(json.dumps(c.name, ensure_ascii=False))
+        chosen: list[float] = []
+        cursor = value_start
+        for shown in parsed.value_texts.get(c.name, []):
+            needle = json.dumps(shown, ensure_ascii=False)[1:-1] if isinstance(shown, str) else str(shown)
+            at = content.find(needle, cursor, region_end)
+            if at < 0:
+                continue
+            chosen.extend(overlapping(at, at + len(needle)))
+            cursor = at + len(needle)
+        if not chosen:  # e.g. an empty span list: score the tokens of the whole value
+            chosen = overlapping(value_start, region_end)
+        if not chosen:
+            continue
+        if c.tag in _DISCRETE:
+            per_control.append(math.exp(sum(chosen)))
+        else:
+            per_control.append(math.exp(sum(chosen) / len(chosen)))
+    if not per_control:
+        return math.exp(sum(lp for _, _, lp in spans) / len(spans))
+    return min(per_control)
+
+
+@dataclass
+class _Job:
+    key: str
+    task: dict[str, Any]
+    plan: ConfigPlan
+    project: str
+    instructions: str
+    examples: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+class LLMPredictor:
+    """Pre-labels Label Studio tasks with an LLM; thread-safe, one per process is enough."""
+
+    def __init__(
+        self,
+        settings: LLMSettings | None = None,
+        *,
+        cache: PredictionCache | None = None,
+        client: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings or LLMSettings.from_env()
+        s = self.settings
+        self.cache: PredictionCache = cache if cache is not None else cache_from_env(s.cache_url)
+        # The client's own retries are off: it would retry 5xx twice by default, hiding the errors that tell a
+        # refused mode from an outage, and ignoring our deadline. _create() owns the policy.
+        self.client = client or openai.OpenAI(
+            base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=0, timeout=s.request_timeout_s
+        )
+        self.limiter = RateLimiter(s.rpm, s.tpm)
+        self.endpoint = endpoint_state(s.base_url, s.model)
+        self._pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="crowdgate-llm")
+        self._inflight: dict[str, Future[TaskOutcome]] = {}
+        self._lock = threading.Lock()
+        self._counters: Counter[str] = Counter()
+        self._spent: dict[str, float] = {}
+        self._logged: set[str] = set()
+        self._sleep = sleep
+
+    # ----- bookkeeping ---------------------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str:
+        return self.settings.model_version
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def counters(self) -> dict[str, float]:
+        """Totals since start: calls, cache hits, retries, fallbacks, dropped answers, tokens, cost …"""
+        with self._lock:
+            out: dict[str, float] = dict(self._counters)
+            out["cost_usd"] = round(sum(self._spent.values()), 8)
+            return out
+
+    def project_cost(self, project: str) -> float:
+        """What this process spent on ``project``; :meth:`PredictionCache.spend` has the shared total."""
+        with self._lock:
+            return self._spent.get(project, 0.0)
+
+    def _log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+        with self._lock:
+            if key in self._logged:
+                return
+            self._logged.add(key)
+        log.log(level, msg, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ----- public API ----------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        tasks: list[dict[str, Any]],
+        label_config: str,
+        *,
+        project: str = "",
+        instructions: str = "",
+        examples: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]] = (),
+        deadline_s: float | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """One prediction per task, in order; None for a task not ready by the deadline or not valid."""
+        outcomes = self.predict_detailed(
+            tasks,
+            label_config,
+            project=project,
+            instructions=instructions,
+            examples=examples,
+            deadline_s=deadline_s,
+        )
+        return [o.prediction for o in outcomes]
+
+    def predict_detailed(
+        self,
+        tasks: list[dict[str, Any]],
+        label_config: str,
+        *,
+        project: str = "",
+        instructions: str = "",
+        examples: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]] = (),
+        deadline_s: float | None = None,
+    ) -> list[TaskOutcome]:
+        """Like :meth:`predict`, with status, tokens, cost and score source per task.
+
+        ``deadline_s`` (default: the setting) bounds the wait; ``0`` or a negative value waits for all.
+        """
+        started = time.monotonic()
+        deadline = self.settings.deadline_s if deadline_s is None else deadline_s
+        plan = build_plan(label_config, self.settings.vision)
+        if not plan.controls:
+            reasons = "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()) or "no control tags"
+            self._log_once(f"unsupported:{label_config}", "LLM pre-labelling skipped for this config (%s)", reasons)
+            self._count("unsupported_tasks", len(tasks))
+            return [TaskOutcome(t.get("id"), "unsupported") for t in tasks]
+        if plan.skipped:
+            self._log_once(
+                f"skipped:{label_config}",
+                "LLM pre-labelling leaves out %s",
+                "; ".join(f"{k} ({v})" for k, v in plan.skipped.items()),
+                level=logging.INFO,
+            )
+        ex = [(dict(t), list(r)) for t, r in examples]
+        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        futures: dict[int, Future[TaskOutcome]] = {}
+        for i, task in enumerate(tasks):
+            key = self._key(plan, task, instructions, ex)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._count("cache_hits")
+                outcomes[i] = self._from_cache(task, hit)
+                continue
+            futures[i] = self._submit(_Job(key, task, plan, project or "default", instructions, ex))
+        if futures:
+            timeout = None if deadline <= 0 else max(0.0, deadline - (time.monotonic() - started))
+            wait_futures(list(futures.values()), timeout=timeout)
+        for i, fut in futures.items():
+            if fut.done():
+                outcomes[i] = fut.result()
+            else:
+                self._count("pending_at_deadline")
+                outcomes[i] = TaskOutcome(tasks[i].get("id"), "pending")
+        return [o if o is not None else TaskOutcome(None, "error") for o in outcomes]
+
+    # ----- jobs ------------------------------------------------------------------------------------------
+
+    def _key(
+        self,
+        plan: ConfigPlan,
+        task: dict[str, Any],
+        instructions: str,
+        examples: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    ) -> str:
+        ex = [(t.get("data", t), r) for t, r in examples]
+        return cache_key(
+            self.settings.model, PROMPT_VERSION, plan.config, task.get("data", {}), instructions, ex,
+            sorted(self.settings.redact),
+        )
+
+    def _from_cache(self, task: dict[str, Any], hit: dict[str, Any]) -> TaskOutcome:
+        if hit.get("invalid"):
+            return TaskOutcome(task.get("id"), "invalid", problems=hit.get("problems", {}))
+        pred = {"result": hit["result"], "score": hit["score"], "model_version": hit["model_version"]}
+        return TaskOutcome(task.get("id"), "cached", pred, score_source=hit.get("score_source", ""))
+
+    def _submit(self, job: _Job) -> Future[TaskOutcome]:
+        # A task still running from an earlier request (past its deadline) is joined, not asked again.
+        with self._lock:
+            fut = self._inflight.get(job.key)
+            if fut is not None:
+                return fut
+            fut = self._pool.submit(self._run, job)
+            self._inflight[job.key] = fut
+
+        def done(_: Future[TaskOutcome], key: str = job.key) -> None:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def _run(self, job: _Job) -> TaskOutcome:
+        outcome = TaskOutcome(job.task.get("id"), "error")
+        try:
+            self._label(job, outcome)
+        except BudgetExceeded:
+            outcome.status = "budget"
+            self._count("budget_exceeded")
+        except Exception as exc:  # one bad task must not take the batch down
+            outcome.status = "error"
+            self._count("errors")
+            log.warning(
+                "LLM pre-label failed for task %s: %s", job.task.get("id"), exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+        return outcome
+
+    def _label(self, job: _Job, outcome: TaskOutcome) -> None:
+        s = self.settings
+        plan = job.plan
+        redaction = Redaction(s.redact)
+        data = job.task.get("data", {})
+        values = plan.object_values(data)
+        texts = {o.name: v for o in plan.objects if o.kind == "text" and isinstance(v := values.get(o.name), str)}
+        sent_values = redaction.mask_data(values)
+        examples = []
+        for ex_task, ex_result in job.examples:
+            ex_values = redaction.mask_data(plan.object_values(ex_task.get("data", ex_task)))
+            examples.append((ex_values, redaction.mask_data(plan.answer_from_result(ex_result))))
+        if redaction.count:
+            self._count("redacted_values", redaction.count)
+
+        def messages_for(mode: str) -> list[dict[str, Any]]:
+            return build_messages(
+                plan,
+                sent_values,
+                instructions=redaction.mask(job.instructions),
+                examples=examples,
+                schema_in_prompt=mode == "prompt",
+                vision=s.vision,
+            )
+
+        def parse(content: str | None, mode: str) -> ParsedAnswer | None:
+            if content is None:
+                return None
+            try:
+                answer = json.loads(content) if mode != "prompt" else extract_json(content)
+            except (ValueError, json.JSONDecodeError):
+                try:
+                    answer = extract_json(content)
+                except ValueError:
+                    return None
+            return plan.parse_answer(answer, texts, restore=redaction.restore, occurrences=s.ner_occurrences)
+
+        want_logprobs = s.logprobs and self.endpoint.logprobs is not False
+        schema = plan.json_schema()
+        response, mode = self._complete(
+            job.project, messages_for, schema, n=1, temperature=0.0, logprobs=want_logprobs, outcome=outcome
+        )
+        choice = response.choices[0]
+        content = choice.message.content
+        parsed = parse(content, mode)
+        lp_content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if want_logprobs and self.endpoint.logprobs is None:
+            self.endpoint.logprobs = bool(lp_content)
+            if not lp_content:
+                self._log_once(f"nologprobs:{s.base_url}", "%s returns no logprobs: scoring by agreement of %d "
+                               "samples", s.base_url, s.samples, level=logging.INFO)
+        if parsed is None or not self._usable(parsed):
+            self._invalid(job, outcome, parsed)
+            return
+        if lp_content:
+            score = logprob_confidence(content or "", lp_content, plan, parsed)
+            outcome.score_source = "logprobs"
+        elif s.samples > 1:
+            answers = self._samples(job.project, messages_for, schema, s.samples - 1, outcome)
+            agree = sum(1 for a in answers if (p := parse(a, mode)) is not None and p.values == parsed.values)
+            score = (1 + agree) / s.samples
+            outcome.score_source = "samples"
+        else:
+            # Nothing to measure confidence with: 0.5 says "unknown" rather than pretending.
+            score = 0.5
+            outcome.score_source = "none"
+            self._count("unscored")
+        for name, n in parsed.problems.items():
+            self._count(f"dropped_{name}", n)
+        outcome.problems = dict(parsed.problems)
+        score = round(min(max(score, 0.0), 1.0), 6)
+        prediction = {"result": parsed.regions, "score": score, "model_version": s.model_version}
+        outcome.prediction = prediction
+        outcome.status = "ok"
+        self.cache.set(
+            job.key,
+            {
+                **prediction,
+                "score_source": outcome.score_source,
+                "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+                "cost_usd": outcome.cost_usd,
+            },
+            s.cache_ttl_s,
+        )
+
+    @staticmethod
+    def _usable(parsed: ParsedAnswer) -> bool:
+        # An answer with no valid region is only acceptable when nothing was wrong with it (e.g. no entities).
+        return bool(parsed.regions) or not parsed.problems
+
+    def _invalid(self, job: _Job, outcome: TaskOutcome, parsed: ParsedAnswer | None) -> None:
+        outcome.status = "invalid"
+        problems = dict(parsed.problems) if parsed is not None else {"unparseable": 1}
+        outcome.problems = problems
+        self._count("invalid_answers")
+        for name, n in problems.items():
+            self._count(f"dropped_{name}", n)
+        # Remembered for a while so the same task is not re-asked (at temperature 0 the answer would repeat).
+        self.cache.set(job.key, {"invalid": True, "problems": problems}, self.settings.invalid_ttl_s)
+
+    def _samples(
+        self,
+        project: str,
+        messages_for: Callable[[str], list[dict[str, Any]]],
+        schema: dict[str, Any],
+        k: int,
+        outcome: TaskOutcome,
+    ) -> list[str | None]:
+        """``k`` answers at the sampling temperature: one request with ``n=k`` where honoured, else k requests."""
+        t = self.settings.sample_temperature
+        answers: list[str | None] = []
+        if self.endpoint.n_choices is not False:
+            response, _ = self._complete(project, messages_for, schema, n=k, temperature=t, logprobs=False,
+                                         outcome=outcome)
+            answers = [c.message.content for c in response.choices]
+            if k > 1 and self.endpoint.n_choices is None:
+                self.endpoint.n_choices = len(answers) >= k
+        while len(answers) < k:
+            response, _ = self._complete(project, messages_for, schema, n=1, temperature=t, logprobs=False,
+                                         outcome=outcome)
+            answers.append(response.choices[0].message.content)
+        return answers[:k]
+
+    # ----- calls -----------------------------------------------------------------------------------------
+
+    def _estimate_tokens(self, messages: list[dict[str, Any]], n: int) -> int:
+        chars = sum(len(m["content"]) if isinstance(m["content"], str) else len(json.dumps(m["content"]))
+                    for m in messages)
+        return chars // 4 + 16 * len(messages) + self.settings.max_tokens * n
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        s = self.settings
+        return (prompt_tokens * s.price_in + completion_tokens * s.price_out) / 1e6
+
+    def _complete(
+        self,
+        project: str,
+        messages_for: Callable[[str], list[dict[str, Any]]],
+        schema: dict[str, Any],
+        *,
+        n: int,
+        temperature: float,
+        logprobs: bool,
+        outcome: TaskOutcome,
+    ) -> tuple[Any, str]:
+        """One chat completion in the endpoint's structured-output mode, discovering that mode when unknown."""
+        s = self.settings
+        state = self.endpoint
+        probing = s.mode == "auto" and state.mode is None
+        # While the mode is unknown one thread probes and the others wait, so a fresh llama.cpp server sees a
+        # single refused json_schema request rather than one per worker.
+        with state.lock if probing else contextlib.nullcontext():
+            modes = [s.mode] if s.mode != "auto" else state.candidates(time.monotonic())
+            last_error: Exception | None = None
+            for mode in modes:
+                messages = messages_for(mode)
+                try:
+                    response = self._create(project, messages, mode, schema, n, temperature, logprobs, outcome,
+                                            probing=s.mode == "auto" and state.mode is None)
+                except openai.APIStatusError as exc:
+                    if s.mode == "auto" and state.mode is None and mode != "prompt" and self._refusal(exc):
+                        state.refused[mode] = time.monotonic()
+                        self._count("mode_fallbacks")
+                        log.info("%s refused response_format %s (HTTP %s); trying the next mode",
+                                 s.base_url, mode, exc.status_code)
+                        last_error = exc
+                        continue
+                    raise
+                if s.mode == "auto" and state.mode != mode:
+                    state.mode = mode
+                    log.info("%s answers in structured-output mode %s", s.base_url, mode)
+                return response, mode
+            raise last_error or RuntimeError("no structured-output mode left")
+
+    @staticmethod
+    def _refusal(exc: openai.APIStatusError) -> bool:
+        # llama.cpp answers 500 to json_schema; OpenAI-style servers say 400/422; some 404/501 unknown params.
+        return exc.status_code in (400, 404, 415, 422, 500, 501)
+
+    def _request(self, mode: str, messages: list[dict[str, Any]], n: int, temperature: float,
+                 logprobs: bool, schema: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": self.settings.max_tokens,
+        }
+        if n > 1:
+            kwargs["n"] = n
+        if logprobs:
+            kwargs["logprobs"] = True
+        if mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "prelabel", "schema": schema, "strict": True},
+            }
+        elif mode == "json_object":
+            # llama.cpp's own extension: json_object plus a schema it compiles into a grammar.
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        return kwargs
+
+    def _create(
+        self,
+        project: str,
+        messages: list[dict[str, Any]],
+        mode: str,
+        schema: dict[str, Any],
+        n: int,
+        temperature: float,
+        logprobs: bool,
+        outcome: TaskOutcome,
+        *,
+        probing: bool,
+    ) -> Any:
+        """The request with budget, rate limits and retries; records tokens and cost."""
+        s = self.settings
+        kwargs = self._request(mode, messages, n, temperature, logprobs, schema)
+        estimate = self._estimate_tokens(messages, n)
+        est_cost = self._cost(estimate - s.max_tokens * n, s.max_tokens * n)
+        # Reserve the worst-case cost before calling so concurrent workers cannot overshoot the cap together.
+        reserved = 0.0
+        if s.budget_usd > 0:
+            total = self.cache.add_spend(project, est_cost)
+            reserved = est_cost
+            if total > s.budget_usd:
+                self.cache.add_spend(project, -est_cost)
+                self._log_once(f"budget:{project}", "LLM budget of $%.2f for project %s is used up: no more model "
+                               "calls for it", s.budget_usd, project)
+                raise BudgetExceeded(project)
+        # A mode probe gets one quick retry on 5xx: a refusal repeats at once, an outage usually does not.
+        retries = min(1, s.max_retries) if probing else s.max_retries
+        try:
+            for attempt in range(retries + 1):
+                self.limiter.acquire(estimate)
+                try:
+                    self._count("calls")
+                    outcome.calls += 1
+                    response = self.client.chat.completions.create(**kwargs)
+                    break
+                except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                    self.limiter.settle(estimate, 0)
+                    status = getattr(exc, "status_code", None)
+                    if attempt >= retries or (probing and status in (400, 404, 415, 422, 501)):
+                        raise
+                    delay = self._backoff(attempt, exc, short=probing)
+                    self._count("retries")
+                    log.info("LLM call failed (%s), retry %d in %.2fs", status or type(exc).__name__,
+                             attempt + 1, delay)
+                    self._sleep(delay)
+                except openai.APIStatusError:
+                    self.limiter.settle(estimate, 0)
+                    raise
+        except Exception:
+            if reserved:
+                self.cache.add_spend(project, -reserved)
+            raise
+        usage = getattr(response, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        self.limiter.settle(estimate, pt + ct if usage else estimate)
+        cost = self._cost(pt, ct)
+        if reserved or cost:
+            self.cache.add_spend(project, cost - reserved)
+        outcome.prompt_tokens += pt
+        outcome.completion_tokens += ct
+        outcome.cost_usd += cost
+        with self._lock:
+            self._counters["prompt_tokens"] += pt
+            self._counters["completion_tokens"] += ct
+            self._spent[project] = self._spent.get(project, 0.0) + cost
+        return response
+
+    def _backoff(self, attempt: int, exc: Exception, *, short: bool) -> float:
+        s = self.settings
+        response = getattr(exc, "response", None)
+        retry_after = None
+        if response is not None:
+            raw = response.headers.get("retry-after-ms")
+            if raw:
+                with contextlib.suppress(ValueError):
+                    retry_after = float(raw) / 1000
+            raw = response.headers.get("retry-after")
+            if retry_after is None and raw:
+                with contextlib.suppress(ValueError):
+                    retry_after = float(raw)
+        if retry_after is not None and 0 <= retry_after <= s.backoff_max_s:
+            return retry_after
+        base = 0.1 if short else s.backoff_base_s
+        # Full jitter keeps concurrent workers from retrying in lockstep.
+        return min(s.backoff_max_s, base * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """SDK objects (pydantic) and plain dicts alike as dicts."""
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump()
+    if hasattr(obj, "dict"):
+        return obj.dict()
+    return dict(vars(obj))
+
+
+def prelabel_project(
+    client: Any,
+    project_id: int,
+    predictor: LLMPredictor,
+    *,
+    label_config: str | None = None,
+    instructions: str | None = None,
+    examples: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]] = (),
+    task_ids: Sequence[int] | None = None,
+    batch_size: int = 50,
+    skip_existing: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Pre-label a whole project through ``label_studio_sdk`` (meant to run as an RQ job).
+
+    ``client`` is a ``label_studio_sdk.LabelStudio``. Tasks are read with ``client.tasks.list`` (or
+    ``client.tasks.get`` for ``task_ids``), predicted in batches without a deadline, and written with
+    ``client.predictions.create``. Tasks that already hold a prediction of this model version are skipped,
+    so a re-run after a crash resumes. ``progress(done, total)`` is called after every batch.
+    Returns counts: tasks, predicted, written, skipped, failed.
+    """
+    if label_config is None or instructions is None:
+        project = _as_dict(client.projects.get(id=project_id))
+        label_config = label_config if label_config is not None else project.get("label_config", "")
+        instructions = instructions if instructions is not None else (project.get("expert_instruction") or "")
+    if task_ids is not None:
+        tasks = [_as_dict(client.tasks.get(id=tid)) for tid in task_ids]
+    else:
+        tasks = [_as_dict(t) for t in client.tasks.list(project=project_id, fields="all", page_size=100)]
+    version = predictor.model_version
+
+    def has_current(task: dict[str, Any]) -> bool:
+        return any(isinstance(p, dict) and p.get("model_version") == version for p in task.get("predictions") or [])
+
+    todo = [t for t in tasks if not (skip_existing and has_current(t))]
+    counts = {"tasks": len(tasks), "predicted": 0, "written": 0, "skipped": len(tasks) - len(todo), "failed": 0}
+    done = 0
+    if progress:
+        progress(0, len(todo))
+    for batch in iter_batches(todo, batch_size):
+        predictions = predictor.predict(
+            batch, label_config, project=str(project_id), instructions=instructions, examples=examples, deadline_s=0
+        )
+        for task, pred in zip(batch, predictions, strict=True):
+            if pred is None:
+                counts["failed"] += 1
+                continue
+            counts["predicted"] += 1
+            try:
+                client.predictions.create(
+                    task=task["id"], result=pred["result"], score=pred["score"], model_version=pred["model_version"]
+                )
+                counts["written"] += 1
+            except Exception as exc:  # keep going: the next run picks the task up again
+                counts["failed"] += 1
+                log.warning("writing the prediction for task %s failed: %s", task.get("id"), exc)
+        done += len(batch)
+        if progress:
+            progress(done, len(todo))
+    return counts
