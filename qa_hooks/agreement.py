@@ -122,9 +122,7 @@ def _encode(table: pd.DataFrame) -> _Coded:
             "a worker labelled the same task more than once; keep one label per (task, worker), "
             "e.g. table.drop_duplicates(['task', 'worker'], keep='last')"
         )
-    return _Coded(
-        rows, task, worker, label, tasks.rename("task"), workers.rename("worker"), labels.rename("label")
-    )
+    return _Coded(rows, task, worker, label, tasks.rename("task"), workers.rename("worker"), labels.rename("label"))
 
 
 def _count_matrix(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> _Counts:
@@ -289,9 +287,7 @@ def category_counts(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _alpha_values(
-    coded: _Coded, level: Level, order: Iterable[Hashable] | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _alpha_values(coded: _Coded, level: Level, order: Iterable[Hashable] | None) -> tuple[np.ndarray, np.ndarray]:
     """The value domain (ascending for non-nominal levels) and each label's index into it."""
     if order is not None:
         if level != "ordinal":
@@ -340,9 +336,7 @@ def _distances(level: Level, values: np.ndarray, n_v: np.ndarray) -> np.ndarray:
     return np.divide(difference, total, out=np.zeros_like(difference), where=total != 0) ** 2
 
 
-def krippendorff_alpha(
-    table: pd.DataFrame, level: Level = "nominal", order: Iterable[Hashable] | None = None
-) -> float:
+def krippendorff_alpha(table: pd.DataFrame, level: Level = "nominal", order: Iterable[Hashable] | None = None) -> float:
     """Krippendorff's alpha reliability coefficient, with missing data.
 
     Krippendorff, K. (2004). "Content Analysis: An Introduction to Its Methodology", 2nd ed., ch. 11;
@@ -443,9 +437,7 @@ def agreement_matrix(table: pd.DataFrame) -> pd.DataFrame:
     share = np.full(shared.shape, np.nan)
     np.divide(agree, shared, out=share, where=shared > 0)
     np.fill_diagonal(share, np.nan)
-    return pd.DataFrame(
-        share, index=coded.workers.rename("worker_a"), columns=coded.workers.rename("worker_b")
-    )
+    return pd.DataFrame(share, index=coded.workers.rename("worker_a"), columns=coded.workers.rename("worker_b"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -542,9 +534,7 @@ def by_group(
             "labels": cross_labels,
         }
     )
-    return pd.DataFrame.from_records(
-        records, columns=["group", "metric", "value", "workers", "tasks", "labels"]
-    )
+    return pd.DataFrame.from_records(records, columns=["group", "metric", "value", "workers", "tasks", "labels"])
 
 
 _NAMED_METRICS: dict[str, TableMetric] = {

@@ -157,10 +157,7 @@ def naive_fleiss_unequal(table: pd.DataFrame) -> float:
     """The documented generalisation, task by task: own n_i in P_i, category shares pooled."""
     per_task = [Counter(group["label"]) for _, group in table.groupby("task") if len(group) >= 2]
     p_bar = np.mean(
-        [
-            sum(c * (c - 1) for c in cnt.values()) / (sum(cnt.values()) * (sum(cnt.values()) - 1))
-            for cnt in per_task
-        ]
+        [sum(c * (c - 1) for c in cnt.values()) / (sum(cnt.values()) * (sum(cnt.values()) - 1)) for cnt in per_task]
     )
     pooled = sum(per_task, Counter())
     total = sum(pooled.values())
@@ -283,9 +280,7 @@ def test_pairwise_kappa_matches_sklearn(seed: int, strings: bool) -> None:
     table = random_table(seed, 60, 7, 3, missing=0.55, strings=strings)
     result = pairwise_kappa(table, min_shared=12)
     workers = sorted(table["worker"].unique())
-    expected_pairs = [
-        (a, b) for a, b in itertools.combinations(workers, 2) if len(shared_labels(table, a, b)[0]) >= 12
-    ]
+    expected_pairs = [(a, b) for a, b in itertools.combinations(workers, 2) if len(shared_labels(table, a, b)[0]) >= 12]
     assert list(zip(result["worker_a"], result["worker_b"], strict=True)) == expected_pairs
     assert 0 < len(expected_pairs) < len(workers) * (len(workers) - 1) // 2  # the filter bites
     for row in result.itertuples():
