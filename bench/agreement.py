@@ -10,7 +10,9 @@ Random label tables (5 categories coded 1..5, workers of varying accuracy, 30% o
 label table, the reference's time (best of ``--repeats``), the largest absolute difference between the
 two results, and what the reference is. Fleiss' kappa uses tables where every task has the same number
 of labels (70% of the workers), because statsmodels requires it. Percent agreement and the agreement
-matrix have no library implementation, so their references are plain loops.
+matrix have no library implementation, so their references are plain loops. BLAS runs on one thread
+by default (``--blas-threads``): on a shared machine, multithreaded BLAS contending for cores makes the
+matrix products' timings swing tenfold from run to run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -197,11 +200,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats, the best one counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS threads; 0 keeps the library default")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     warnings.simplefilter("ignore")  # sklearn's undefined-kappa warnings on degenerate pairs
-    for n_tasks, n_workers in SIZES:
-        run_size(n_tasks, n_workers, args.repeats, rng)
+    with threadpool_limits(limits=args.blas_threads or None, user_api="blas"):
+        for n_tasks, n_workers in SIZES:
+            run_size(n_tasks, n_workers, args.repeats, rng)
 
 
 if __name__ == "__main__":
