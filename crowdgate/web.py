@@ -25,6 +25,7 @@ def main() -> None:
     bind = os.environ.get("CROWDGATE_BIND", "127.0.0.1:9090")
     workers = os.environ.get("CROWDGATE_WEB_WORKERS", "2")
     threads = os.environ.get("CROWDGATE_WEB_THREADS", "8")
-    args = ["gunicorn", "--bind", bind, "--workers", workers, "--threads", threads, "--worker-class", "gthread"]
+    args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", workers, "--threads", threads]
+    args += ["--worker-class", "gthread"]
     args += ["--timeout", "120", "--access-logfile", "-", *sys.argv[1:], "crowdgate.web:create_app()"]
-    os.execvp(args[0], args)
+    os.execv(args[0], args)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a private redis-server and, for integration tests, a real Label Studio.
+
+Everything here is started on free loopback ports and stopped by its PID; the machine's own Redis is
+never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from scripts.labelstudio import LabelStudioServer
+from scripts.services import start_redis
+
+FIXTURES = Path(__file__).parent / "fixtures" / "labelstudio-1.23.2"
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="session")
+def redis_service(log_dir: Path):
+    service = start_redis(log_dir)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def redis_conn(redis_service) -> redis.Redis:
+    connection = redis.Redis.from_url(redis_service.url)
+    connection.flushdb()  # our private server: a clean slate per test
+    return connection
+
+
+@pytest.fixture(scope="session")
+def labelstudio():
+    with LabelStudioServer() as server:
+        yield server

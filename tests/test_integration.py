@@ -1,0 +1,97 @@
+"""Proof against the real thing: Label Studio 1.23.2, a private Redis, gunicorn and an RQ worker process."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import redis
+import requests
+from label_studio_sdk.label_interface import LabelInterface
+
+from ml_backend.labeling import choice_region
+from ml_backend.zero_shot import MODEL_VERSION
+from qa_hooks.store import SubmissionStore
+from scripts.seed import Seeder, label_config
+from scripts.services import start_web, start_worker
+from tests.conftest import fixture_json
+
+pytestmark = pytest.mark.integration
+SECRET = "integration-secret"
+TEXTS = ["what a wonderful film", "the plot was dull and slow", "an average afternoon", "I loved the actors",
+         "terrible sound, awful pacing"]
+
+
+@pytest.fixture(scope="module")
+def stack(redis_service, log_dir):
+    env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": SECRET,
+           "CROWDGATE_KEY_PREFIX": "it"}
+    web = start_web(env, log_dir)
+    worker = start_worker(env, log_dir)
+    yield web, worker, redis.Redis.from_url(redis_service.url)
+    worker.stop()
+    web.stop()
+
+
+def wait_for(check, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_label_studio_round_trip(labelstudio, stack):
+    web, _worker, connection = stack
+    seeder = Seeder(labelstudio.url, labelstudio.token)
+    config = label_config("text_classification")
+
+    # 1. project and tasks through the SDK
+    project = seeder.create_project("crowdgate integration", config, maximum_annotations=3)
+    task_ids = seeder.import_tasks(project, [{"data": {"text": t}} for t in TEXTS])
+    assert len(task_ids) == len(TEXTS)
+
+    # 2. the ML backend connects, and the Data Manager action stores a crowdgate prediction on every task
+    seeder.connect_ml_backend(project, web.url)
+    seeder.retrieve_predictions(project)
+    predictions = wait_for(lambda: (p := seeder.predictions(project)) and len(p) >= len(TEXTS) and p,
+                           what="predictions")
+    interface = LabelInterface(config)
+    assert sorted(p.task for p in predictions) == sorted(task_ids)
+    for prediction in predictions:
+        assert prediction.model_version == MODEL_VERSION
+        assert interface.validate_prediction({"result": prediction.result}) is True
+
+    # 3. webhook with the secret; annotations as two users and a skip are recorded by the worker
+    seeder.connect_webhook(project, f"{web.url}/hooks/labelstudio", SECRET)
+    seeder.connect_webhook(project, f"{web.url}/hooks/labelstudio", "not-the-secret")  # refused, adds nothing
+    users = seeder.create_users(["ann@crowdgate.test", "bob@crowdgate.test"])
+    ann, bob = users["ann@crowdgate.test"], users["bob@crowdgate.test"]
+    made = {
+        seeder.annotate(task_ids[0], ann, [choice_region(config, "sentiment", ["Positive"])], lead_time=4.2),
+        seeder.annotate(task_ids[0], bob, [choice_region(config, "sentiment", ["Positive"])], lead_time=2.0),
+        seeder.annotate(task_ids[1], bob, [choice_region(config, "sentiment", ["Negative"])], lead_time=6.5),
+        seeder.annotate(task_ids[2], ann, [], was_cancelled=True),
+    }
+    store = SubmissionStore(connection, "it")
+    wait_for(lambda: store.summary(project)["submissions"] == 4, what="4 recorded submissions")
+    time.sleep(1.0)  # let any stray duplicate land before counting exactly
+    recorded = [s for t in task_ids for s in store.task_submissions(project, t)]
+    assert sorted(s.annotation_id for s in recorded) == sorted(made)
+    by_annotator = {a: store.annotator_log(project, a) for a in (ann, bob)}
+    assert [s.task for s in by_annotator[ann]] == [task_ids[0], task_ids[2]]
+    assert [s.task for s in by_annotator[bob]] == [task_ids[0], task_ids[1]]
+    skip = by_annotator[ann][1]
+    assert skip.was_cancelled and skip.result == []
+    assert by_annotator[ann][0].lead_time == pytest.approx(4.2)
+    assert by_annotator[bob][1].result[0]["value"] == {"choices": ["Negative"]}
+
+    # a delivery with a wrong secret is refused and records nothing
+    body = fixture_json("webhook_annotation_created.json")
+    reply = requests.post(f"{web.url}/hooks/labelstudio", json=body, headers={"X-Crowdgate-Secret": "nope"},
+                          timeout=5)
+    assert reply.status_code == 401
+    assert store.summary(project)["submissions"] == 4

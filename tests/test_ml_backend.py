@@ -1,0 +1,111 @@
+import base64
+
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+
+from ml_backend import embeddings
+from ml_backend.app import create_app
+from ml_backend.config import MLSettings
+from ml_backend.zero_shot import MODEL_VERSION
+from tests.conftest import fixture_json
+
+REQUESTS = fixture_json("ml_backend_requests.json")["requests"]
+CONFIG = next(r["json_body"]["schema"] for r in REQUESTS if r["path"] == "/setup")
+
+
+def captured(path):
+    return [r for r in REQUESTS if r["path"] == path]
+
+
+@pytest.fixture(scope="module")
+def client():
+    return create_app(MLSettings()).test_client()
+
+
+def test_health_and_versions(client):
+    assert client.get("/health").json["status"] == "UP"
+    assert client.get("/versions").json == {"versions": [MODEL_VERSION]}
+
+
+def test_setup_answers_the_model_version_without_loading_models():
+    fresh = create_app(MLSettings()).test_client()
+    loaded_before = embeddings._model is not None
+    for request in captured("/setup"):
+        reply = fresh.post("/setup", json=request["json_body"])
+        assert reply.status_code == 200 and reply.json == {"model_version": MODEL_VERSION}
+    assert (embeddings._model is not None) == loaded_before  # /setup must stay fast: nothing loads there
+
+
+def test_captured_predict_requests_get_one_valid_result_per_task_in_order(client):
+    interface = LabelInterface(CONFIG)
+    for request in captured("/predict"):
+        body = request["json_body"]
+        reply = client.post("/predict", json=body)
+        assert reply.status_code == 200, reply.json
+        results = reply.json["results"]
+        assert len(results) == len(body["tasks"])
+        for item in results:
+            assert set(item) >= {"result", "score", "model_version"}
+            assert 0.0 <= item["score"] <= 1.0 and item["model_version"] == MODEL_VERSION
+            assert item["result"], "a Choices config over text gets a region"
+            assert interface.validate_prediction({"result": item["result"]}) is True
+
+
+def test_zero_shot_picks_the_nearest_option(client):
+    config = ('<View><Text name="t" value="$text"/><Choices name="topic" toName="t">'
+              '<Choice value="sports"/><Choice value="cooking"/><Choice value="astronomy"/></Choices></View>')
+    tasks = [{"id": 1, "data": {"text": "The striker scored twice in the football final."}},
+             {"id": 2, "data": {"text": "Simmer the onions in butter, then add garlic and stir."}},
+             {"id": 3, "data": {"text": "The telescope observed a distant galaxy and its stars."}}]
+    reply = client.post("/predict", json={"tasks": tasks, "label_config": config})
+    chosen = [r["result"][0]["value"]["choices"][0] for r in reply.json["results"]]
+    assert chosen == ["sports", "cooking", "astronomy"]
+
+
+def test_predict_without_setup_uses_the_config_it_was_given(client):
+    body = {"tasks": [{"id": 9, "data": {"text": "fine"}}], "label_config": CONFIG, "project": "77.123"}
+    assert len(client.post("/predict", json=body).json["results"]) == 1
+
+
+def test_predict_after_setup_may_omit_the_config():
+    fresh = create_app(MLSettings()).test_client()
+    fresh.post("/setup", json={"project": "5.1", "schema": CONFIG})
+    reply = fresh.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "great"}}], "project": "5.1"})
+    assert reply.status_code == 200 and len(reply.json["results"]) == 1
+
+
+def test_tasks_without_text_get_an_empty_prediction_in_place(client):
+    tasks = [{"id": 1, "data": {"text": "good"}}, {"id": 2, "data": {}}, {"id": 3, "data": {"text": "bad"}}]
+    results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).json["results"]
+    assert [bool(r["result"]) for r in results] == [True, False, True]
+    assert results[1]["score"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, [], {"tasks": "x", "label_config": CONFIG}, {"tasks": [1], "label_config": CONFIG}, {"tasks": []}],
+)
+def test_bad_predict_bodies_are_400(client, body):
+    reply = client.post("/predict", json=body) if body is not None else client.post("/predict", data="nope")
+    assert reply.status_code == 400 and reply.json["error"]
+
+
+def test_webhook_events_are_answered(client):
+    for request in captured("/webhook"):
+        reply = client.post("/webhook", json=request["json_body"])
+        assert reply.status_code in (200, 201)
+    assert client.post("/webhook", json={"action": "START_TRAINING"}).status_code == 201
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
+    assert client.post("/webhook", data="x").status_code == 400
+    assert client.post("/webhook", json={"no": "action"}).status_code == 400
+
+
+def test_basic_auth():
+    app = create_app(MLSettings(basic_auth_user="ls", basic_auth_password="pw")).test_client()
+    assert app.get("/health").status_code == 401
+    bad = base64.b64encode(b"ls:wrong").decode()
+    assert app.get("/health", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    good = base64.b64encode(b"ls:pw").decode()
+    assert app.get("/health", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    assert app.post("/setup", json={"project": "1.1", "schema": CONFIG},
+                    headers={"Authorization": f"Basic {good}"}).status_code == 200

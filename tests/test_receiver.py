@@ -1,0 +1,126 @@
+import json
+
+import pytest
+from rq import Queue, SimpleWorker
+
+from qa_hooks.app import create_app
+from qa_hooks.config import HookSettings
+from qa_hooks.store import SubmissionStore
+from scripts.labelstudio import free_port
+from tests.conftest import fixture_json
+
+SECRET = "s3cr3t-for-tests"
+
+
+@pytest.fixture
+def settings(redis_service, redis_conn):
+    return HookSettings(redis_url=redis_service.url, webhook_secret=SECRET, key_prefix="t", max_body_bytes=64_000)
+
+
+@pytest.fixture
+def client(settings):
+    return create_app(settings).test_client()
+
+
+def post(client, body, secret=SECRET, **kw):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Crowdgate-Secret"] = secret
+    return client.post("/hooks/labelstudio", data=data, headers=headers, **kw)
+
+
+def drain(connection, settings):
+    SimpleWorker([Queue(settings.queue, connection=connection)], connection=connection).work(burst=True)
+
+
+def test_accepts_persists_and_records(client, redis_conn, settings):
+    reply = post(client, fixture_json("webhook_annotation_created.json"))
+    assert reply.status_code == 200, reply.json
+    assert reply.json["status"] == "queued"
+    assert Queue(settings.queue, connection=redis_conn).count == 1
+    drain(redis_conn, settings)
+    [sub] = SubmissionStore(redis_conn, "t").task_submissions(2, 6)
+    assert sub.annotator == 2 and sub.lead_time == 3.5
+
+
+def test_redelivery_is_a_duplicate(client, redis_conn, settings):
+    body = fixture_json("webhook_annotation_created.json")
+    assert post(client, body).json["status"] == "queued"
+    assert post(client, body).json["status"] == "duplicate"
+    assert Queue(settings.queue, connection=redis_conn).count == 1
+
+
+def test_list_shaped_event_queues_only_unseen_annotations(client, redis_conn, settings):
+    body = fixture_json("webhook_other_actions.json")["ANNOTATIONS_CREATED"]["body"]
+    first = {**body, "annotation": body["annotation"][:1]}
+    assert post(client, first).json["status"] == "queued"
+    assert post(client, body).json["status"] == "queued"
+    drain(redis_conn, settings)
+    assert SubmissionStore(redis_conn, "t").summary(2)["submissions"] == len(body["annotation"])
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x"])
+def test_wrong_or_missing_secret_is_401(client, redis_conn, settings, secret):
+    reply = post(client, fixture_json("webhook_annotation_created.json"), secret=secret)
+    assert reply.status_code == 401 and "X-Crowdgate-Secret" in reply.json["error"]
+    assert Queue(settings.queue, connection=redis_conn).count == 0
+
+
+def test_empty_configured_secret_refuses_everything(redis_service, redis_conn):
+    app = create_app(HookSettings(redis_url=redis_service.url, webhook_secret="", key_prefix="t"))
+    assert post(app.test_client(), fixture_json("webhook_annotation_created.json"), secret="").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [(b"{oops", 400), (b'"text"', 400), (b'{"action": "NOPE"}', 422), (b'{"action": "ANNOTATION_CREATED"}', 422)],
+)
+def test_malformed_is_4xx_with_reason(client, raw, status):
+    reply = post(client, raw)
+    assert reply.status_code == status and reply.json["error"]
+
+
+def test_oversized_body_is_413(client):
+    body = fixture_json("webhook_annotation_created.json")
+    body["task"]["data"]["text"] = "x" * 70_000
+    reply = post(client, body)
+    assert reply.status_code == 413 and "larger than" in reply.json["error"]
+
+
+def test_redis_down_is_503_and_nothing_claimed(redis_conn):
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(HookSettings(redis_url=closed, webhook_secret=SECRET, key_prefix="t"))
+    reply = post(app.test_client(), fixture_json("webhook_annotation_created.json"))
+    assert reply.status_code == 503 and "not recorded" in reply.json["error"]
+    assert app.test_client().get("/hooks/health").status_code == 503
+
+
+def test_failed_enqueue_leaves_no_dedup_mark(client, redis_conn, settings, monkeypatch):
+    import redis as redis_lib
+
+    body = fixture_json("webhook_annotation_created.json")
+
+    def broken(*args, **kwargs):
+        raise redis_lib.ConnectionError("lost")
+
+    monkeypatch.setattr(Queue, "enqueue", broken)
+    assert post(client, body).status_code == 503
+    monkeypatch.undo()
+    assert post(client, body).json["status"] == "queued"  # the redelivery is not mistaken for a duplicate
+
+
+def test_every_captured_action_is_accepted(client, redis_conn, settings):
+    for action, capture in fixture_json("webhook_other_actions.json").items():
+        if action.startswith("_"):
+            continue
+        reply = post(client, capture["body"])
+        assert reply.status_code == 200, (action, reply.json)
+    drain(redis_conn, settings)
+    store = SubmissionStore(redis_conn, "t")
+    assert store.tasks(2)  # TASKS_CREATED recorded the tasks
+    assert store.summary(2)["submissions"] >= 2
+
+
+def test_health(client):
+    assert client.get("/hooks/health").json == {"status": "UP"}
