@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 MODES = ("json_schema", "json_object", "prompt")
 # A mode refused by an endpoint is retried after this long (a refusal could have been an outage).
 REFUSAL_TTL_S = 600.0
+PROBE_WAIT_S = 5.0
 # Tags whose confidence is the joint probability of the value's tokens; free-form ones use the per-token mean.
 _DISCRETE = {"choices", "pairwise", "rating", "taxonomy", "number"}
 
@@ -617,16 +618,27 @@ class LLMPredictor:
         s = self.settings
         state = self.endpoint
         probing = s.mode == "auto" and state.mode is None
-        # While the mode is unknown one thread probes and the others wait, so a fresh llama.cpp server sees a
-        # single refused json_schema request rather than one per worker.
-        with state.lock if probing else contextlib.nullcontext():
+        # While the mode is unknown one thread probes and the others wait (a few seconds at most, in case the
+        # probe itself is slow), so a fresh llama.cpp server sees one refused json_schema request, not one per
+        # worker.
+        locked = state.lock.acquire(timeout=PROBE_WAIT_S) if probing else False
+        try:
             modes = [s.mode] if s.mode != "auto" else state.candidates(time.monotonic())
             last_error: Exception | None = None
             for mode in modes:
                 messages = messages_for(mode)
                 try:
-                    response = self._create(project, messages, mode, schema, n, temperature, logprobs, outcome,
-                                            probing=s.mode == "auto" and state.mode is None)
+                    try:
+                        response = self._create(project, messages, mode, schema, n, temperature, logprobs,
+                                                outcome, probing=s.mode == "auto" and state.mode is None)
+                    except openai.APIStatusError as exc:
+                        # Some servers reject the logprobs parameter itself: ask once more without it.
+                        if not (logprobs and state.logprobs is None and exc.status_code in (400, 422)):
+                            raise
+                        response = self._create(project, messages, mode, schema, n, temperature, False,
+                                                outcome, probing=s.mode == "auto" and state.mode is None)
+                        state.logprobs = False
+                        log.info("%s rejects logprobs; scoring by agreement of samples", s.base_url)
                 except openai.APIStatusError as exc:
                     if s.mode == "auto" and state.mode is None and mode != "prompt" and self._refusal(exc):
                         state.refused[mode] = time.monotonic()
@@ -641,6 +653,9 @@ class LLMPredictor:
                     log.info("%s answers in structured-output mode %s", s.base_url, mode)
                 return response, mode
             raise last_error or RuntimeError("no structured-output mode left")
+        finally:
+            if locked:
+                state.lock.release()
 
     @staticmethod
     def _refusal(exc: openai.APIStatusError) -> bool:

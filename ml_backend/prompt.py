@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ml_backend.structured import TAXONOMY_SEP, ConfigPlan, ControlSpec
+from ml_backend.structured import ConfigPlan, ControlSpec
 
 PROMPT_VERSION = "1"
 
@@ -33,14 +33,24 @@ def _quote_list(values: Sequence[str]) -> str:
     return ", ".join(json.dumps(v, ensure_ascii=False) for v in values)
 
 
+def _option_list(c: ControlSpec) -> str:
+    """Options as the model must write them, each with its hint from the config when there is one."""
+    out = []
+    for label in c.labels:
+        name = json.dumps(c.show(label), ensure_ascii=False)
+        hint = c.hints.get(label)
+        out.append(f"{name} ({hint})" if hint else name)
+    return ", ".join(out)
+
+
 def describe_control(c: ControlSpec) -> str:
     """One line telling the model what a control wants."""
     about = " and ".join(c.to_name)
     hint = f" Hint: {c.hint}" if c.hint else ""
     if c.tag == "choices":
         if c.multiple:
-            return f'- "{c.name}": a list of every option that applies to {about}, from: {_quote_list(c.labels)}.{hint}'
-        return f'- "{c.name}": exactly one option for {about}, one of: {_quote_list(c.labels)}.{hint}'
+            return f'- "{c.name}": a list of every option that applies to {about}, from: {_option_list(c)}.{hint}'
+        return f'- "{c.name}": exactly one option for {about}, one of: {_option_list(c)}.{hint}'
     if c.tag == "pairwise":
         left, right = c.to_name[0], c.to_name[1]
         return f'- "{c.name}": "left" if {left} is the better one, "right" if {right} is.{hint}'
@@ -51,7 +61,7 @@ def describe_control(c: ControlSpec) -> str:
     if c.tag == "textarea":
         return f'- "{c.name}": free text about {about}, as the labeling instructions ask.{hint}'
     if c.tag == "taxonomy":
-        options = [TAXONOMY_SEP.join(p) for p in c.paths]
+        options = [c.path_option(p) for p in c.paths]
         return (
             f'- "{c.name}": a list of the categories that apply to {about}, each written as its full path, '
             f"from: {_quote_list(options)}.{hint}"
@@ -59,7 +69,7 @@ def describe_control(c: ControlSpec) -> str:
     if c.tag == "labels":
         return (
             f'- "{c.name}": a list of every span in {about} to tag, each as {{"text": the span copied exactly '
-            f'from {about}, "label": one of {_quote_list(c.labels)}}}; an empty list if there is none.{hint}'
+            f'from {about}, "label": one of {_option_list(c)}}}; an empty list if there is none.{hint}'
         )
     raise ValueError(c.tag)
 
@@ -108,7 +118,7 @@ def build_messages(
     vision: bool = False,
 ) -> list[dict[str, Any]]:
     """Chat messages for one item. ``examples`` are (object values, answer) pairs, already redacted."""
-    headers = "".join(f"Task: {h}\n" for h in plan.headers)
+    headers = "".join(f"Shown to annotators: {h}\n" for h in plan.headers)
     instr = f"Instructions from the project:\n{instructions.strip()}\n" if instructions.strip() else ""
     schema = ""
     if schema_in_prompt:

@@ -52,11 +52,31 @@ class ControlSpec:
     name: str
     tag: str
     to_name: list[str]
-    labels: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # as stored in results (a Choice's alias when it has one)
+    shown: dict[str, str] = field(default_factory=dict)  # stored label -> name shown to the model
+    hints: dict[str, str] = field(default_factory=dict)  # stored label -> its hint attribute
     multiple: bool = False
     max_rating: int = 5
-    paths: list[list[str]] = field(default_factory=list)  # taxonomy: every root-to-node path
+    paths: list[list[str]] = field(default_factory=list)  # taxonomy: every root-to-node path (stored values)
     hint: str = ""
+
+    def show(self, label: str) -> str:
+        return self.shown.get(label, label)
+
+    @property
+    def options(self) -> list[str]:
+        """The option names the model chooses from."""
+        return [self.show(label) for label in self.labels]
+
+    def stored(self, option: str) -> str | None:
+        """The stored label for an option name the model gave, or None when it is not an option."""
+        for label in self.labels:
+            if self.show(label) == option:
+                return label
+        return None
+
+    def path_option(self, path: list[str]) -> str:
+        return TAXONOMY_SEP.join(self.show(p) for p in path)
 
 
 @dataclass
@@ -78,13 +98,25 @@ def _taxonomy_paths(config: str, name: str) -> list[list[str]]:
     def walk(el: ET.Element, prefix: list[str]) -> None:
         for child in el:
             if child.tag == "Choice" and child.get("value") is not None:
-                path = [*prefix, str(child.get("value"))]
+                path = [*prefix, str(child.get("alias") or child.get("value"))]
                 paths.append(path)
                 walk(child, path)
 
     if node is not None:
         walk(node, [])
     return paths
+
+
+def _taxonomy_names(config: str, name: str) -> dict[str, str]:
+    root = ET.fromstring(config)
+    node = next((el for el in root.iter("Taxonomy") if el.get("name") == name), None)
+    if node is None:
+        return {}
+    return {
+        str(el.get("alias")): str(el.get("value"))
+        for el in node.iter("Choice")
+        if el.get("alias") and el.get("value")
+    }
 
 
 def _headers(config: str) -> list[str]:
@@ -120,8 +152,8 @@ class ConfigPlan:
     def control_schema(self, c: ControlSpec) -> dict[str, Any]:
         if c.tag == "choices":
             if c.multiple:
-                return {"type": "array", "items": {"type": "string", "enum": c.labels}}
-            return {"type": "string", "enum": c.labels}
+                return {"type": "array", "items": {"type": "string", "enum": c.options}}
+            return {"type": "string", "enum": c.options}
         if c.tag == "pairwise":
             return {"type": "string", "enum": ["left", "right"]}
         if c.tag == "rating":
@@ -131,7 +163,7 @@ class ConfigPlan:
         if c.tag == "textarea":
             return {"type": "string"}
         if c.tag == "taxonomy":
-            options = [TAXONOMY_SEP.join(p) for p in c.paths]
+            options = [c.path_option(p) for p in c.paths]
             return {"type": "array", "items": {"type": "string", "enum": options}}
         if c.tag == "labels":
             return {
@@ -140,7 +172,7 @@ class ConfigPlan:
                     "type": "object",
                     "properties": {
                         "text": {"type": "string"},
-                        "label": {"type": "string", "enum": c.labels},
+                        "label": {"type": "string", "enum": c.options},
                     },
                     "required": ["text", "label"],
                     "additionalProperties": False,
@@ -226,13 +258,14 @@ class ConfigPlan:
         problems: Counter[str],
     ) -> tuple[list[dict[str, Any]], Any, list[str]] | None:
         if c.tag == "choices":
-            chosen = raw if isinstance(raw, list) else [raw]
-            if not chosen or not all(isinstance(x, str) and x in c.labels for x in chosen):
+            given = raw if isinstance(raw, list) else [raw]
+            if not given or not all(isinstance(x, str) and c.stored(x) is not None for x in given):
                 return None
-            if not c.multiple and len(chosen) != 1:
+            if not c.multiple and len(given) != 1:
                 return None
-            chosen = list(dict.fromkeys(chosen))
-            return [self._region(c, {"choices": chosen})], tuple(sorted(chosen)), chosen
+            given = list(dict.fromkeys(given))
+            chosen = [str(c.stored(x)) for x in given]
+            return [self._region(c, {"choices": chosen})], tuple(sorted(chosen)), given
         if c.tag == "pairwise":
             if raw not in ("left", "right"):
                 return None
@@ -258,7 +291,7 @@ class ConfigPlan:
         if c.tag == "taxonomy":
             if not isinstance(raw, list) or not raw:
                 return None
-            allowed = {TAXONOMY_SEP.join(p): p for p in c.paths}
+            allowed = {c.path_option(p): p for p in c.paths}
             if not all(isinstance(x, str) and x in allowed for x in raw):
                 return None
             picked = [allowed[x] for x in dict.fromkeys(raw)]
@@ -289,8 +322,9 @@ class ConfigPlan:
             if not isinstance(item, dict):
                 problems["invalid_span"] += 1
                 continue
-            span, label = item.get("text"), item.get("label")
-            if not isinstance(span, str) or not span.strip() or label not in c.labels:
+            span, option = item.get("text"), item.get("label")
+            label = c.stored(option) if isinstance(option, str) else None
+            if not isinstance(span, str) or not span.strip() or label is None:
                 problems["invalid_span"] += 1
                 continue
             original = restore(span)
@@ -327,7 +361,8 @@ class ConfigPlan:
             if c is None:
                 continue
             if c.tag == "choices" and value.get("choices"):
-                answer[c.name] = list(value["choices"]) if c.multiple else value["choices"][0]
+                shown = [c.show(x) for x in value["choices"]]
+                answer[c.name] = shown if c.multiple else shown[0]
             elif c.tag == "pairwise" and "selected" in value:
                 answer[c.name] = value["selected"]
             elif c.tag == "rating" and "rating" in value:
@@ -337,9 +372,10 @@ class ConfigPlan:
             elif c.tag == "textarea" and value.get("text"):
                 answer[c.name] = " ".join(value["text"])
             elif c.tag == "taxonomy" and value.get("taxonomy"):
-                answer[c.name] = [TAXONOMY_SEP.join(p) for p in value["taxonomy"]]
+                answer[c.name] = [c.path_option(p) for p in value["taxonomy"]]
             elif c.tag == "labels" and value.get("labels"):
-                answer.setdefault(c.name, []).append({"text": value.get("text", ""), "label": value["labels"][0]})
+                item = {"text": value.get("text", ""), "label": c.show(value["labels"][0])}
+                answer.setdefault(c.name, []).append(item)
         for c in self.controls:
             if c.name not in answer:
                 answer[c.name] = [] if c.tag in ("labels",) or (c.tag == "choices" and c.multiple) else None
@@ -418,6 +454,16 @@ def build_plan(config: str, vision: bool = False) -> ConfigPlan:
         labels = list(ctl.labels or [])
         spec = ControlSpec(name=ctl.name, tag=tag, to_name=list(ctl.to_name), labels=labels)
         spec.hint = str(ctl.attr.get("hint", "") or "")
+        for label, label_tag in (ctl.labels_attrs or {}).items():
+            attrs = getattr(label_tag, "attr", {}) or {}
+            if attrs.get("value"):
+                spec.shown[label] = str(attrs["value"])
+            if attrs.get("hint"):
+                spec.hints[label] = str(attrs["hint"])
+        if tag == "taxonomy":
+            spec.shown.update(_taxonomy_names(config, ctl.name))
+        if len(set(spec.options)) != len(spec.options):
+            spec.shown = {}  # two aliases share a display name: show the stored values instead
         if tag in ("choices", "labels") and not labels:
             skipped[ctl.name] = "options come from task data (dynamic), not supported"
             continue

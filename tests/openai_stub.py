@@ -81,6 +81,7 @@ class OpenAIStub:
         refuse: tuple[str, ...] = (),
         refuse_status: int = 500,
         prompt_wrapper: str = "{json}",
+        reject_params: tuple[str, ...] = (),
     ) -> None:
         self.answer = answer or default_answer
         self.latency_s = latency_s
@@ -90,9 +91,12 @@ class OpenAIStub:
         self.refuse = set(refuse)  # response_format types answered with refuse_status
         self.refuse_status = refuse_status
         self.prompt_wrapper = prompt_wrapper  # how a plain (unconstrained) answer is dressed up
+        self.reject_params = set(reject_params)  # request fields answered with 400 (an older server)
         self.failures: deque[tuple[int, dict[str, str]]] = deque()
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests being served at once
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -178,12 +182,26 @@ class OpenAIStub:
         with self._lock:
             self.requests.append(body)
             failure = self.failures.popleft() if self.failures else None
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return self._respond(body, failure)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _respond(
+        self, body: dict[str, Any], failure: tuple[int, dict[str, str]] | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.latency_s:
             time.sleep(self.latency_s)
         rf_type = (body.get("response_format") or {}).get("type")
         if failure is not None:
             status, headers = failure
             return self._error(status, f"injected {status}", headers)
+        rejected = sorted(k for k in self.reject_params if body.get(k))
+        if rejected:
+            return self._error(400, f"unsupported parameter(s): {rejected}", {})
         if rf_type in self.refuse:
             # llama.cpp-style refusal of a response_format it does not implement.
             return self._error(self.refuse_status, f"response_format type {rf_type} is not supported", {})
