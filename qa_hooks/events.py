@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ANNOTATION_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
@@ -63,7 +63,7 @@ class Submission:
         return f"{self.unique_id}:{self.updated_at}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Submission:
@@ -106,7 +106,17 @@ class Event:
         return Event(**{**self.__dict__, "submissions": kept})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for the queue; shallow, since ``dataclasses.asdict`` deep-copies every region."""
+        return {
+            "action": self.action,
+            "project": self.project,
+            "project_info": self.project_info,
+            "submissions": [s.to_dict() for s in self.submissions],
+            "tasks": [{"id": t.id, "data": t.data, "meta": t.meta} for t in self.tasks],
+            "deleted_annotations": self.deleted_annotations,
+            "deleted_tasks": self.deleted_tasks,
+            "body_digest": self.body_digest,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:

@@ -38,6 +38,8 @@ class Inbox:
         try:
             prefix_len = len(f"{self.prefix}:seen:{event.project}:")
             todo = event.only({key[prefix_len:] for key in fresh})
+            # RQ writes the job into our pipeline: one round trip persists it.
+            pipe = self.redis.pipeline()
             job = self.queue.enqueue(
                 process_event,
                 todo.to_dict(),
@@ -46,7 +48,9 @@ class Inbox:
                 failure_ttl=FAILED_JOB_TTL_S,
                 result_ttl=3600,
                 description=f"{event.action} project={event.project}",
+                pipeline=pipe,
             )
+            pipe.execute()
         except Exception:
             with contextlib.suppress(redis.RedisError):
                 self.redis.delete(*fresh)

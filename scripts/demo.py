@@ -1,0 +1,151 @@
+"""The demo: crowdgate beside a real Label Studio, fed by a real crowd.
+
+Gets Redis (``REDIS_URL`` if it answers, else a private ``redis-server``), starts Label Studio, crowdgate's web
+app (ML backend + webhook receiver) and an RQ worker, seeds an RTE project from the shipped crowd set
+(Snow et al. 2008, Apache-2.0 via CrowdTruth), lets the ML backend pre-label it, submits the real crowd
+workers' labels as Label Studio users, and prints what crowdgate recorded.
+
+    crowdgate-demo                  # keeps everything running until Ctrl-C
+    crowdgate-demo --exit           # stops once the summary is printed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import redis
+
+from ml_backend.labeling import choice_region
+from qa_hooks.store import SubmissionStore
+from scripts.crowd_sets import load_items, load_labels
+from scripts.labelstudio import LabelStudioServer
+from scripts.seed import Seeder, label_config
+from scripts.services import Service, ensure_redis, start_web, start_worker
+
+DEMO_DIR = Path(os.environ.get("CROWDGATE_DEMO_DIR", ".crowdgate/demo"))
+
+
+def pick_crowd(tasks: int, annotators: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first ``tasks`` RTE items and the labels of the ``annotators`` workers most active on them."""
+    items = load_items("rte").head(tasks)
+    labels = load_labels("rte")
+    labels = labels[labels["task"].isin(items.index)]
+    busiest = labels["worker"].value_counts().head(annotators).index
+    return items, labels[labels["worker"].isin(busiest)]
+
+
+def wait_until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(DEMO_DIR).resolve()
+    secret = os.environ.get("CROWDGATE_WEBHOOK_SECRET") or "crowdgate-demo-secret"
+    started: list[Service] = []
+    ls_server = LabelStudioServer(
+        port=args.ls_port,
+        data_dir=log_dir / "label-studio-data" if args.keep_data else None,
+        password=os.environ.get("CROWDGATE_LS_PASSWORD", "crowdgate-demo"),
+    )
+    try:
+        t0 = time.monotonic()
+        redis_service = ensure_redis(log_dir)
+        started.append(redis_service)
+        print(f"[{time.monotonic() - t0:5.1f}s] Redis at {redis_service.url}"
+              f" ({'started' if redis_service.process else 'reused REDIS_URL'})", flush=True)
+        ls = ls_server.start()
+        print(f"[{time.monotonic() - t0:5.1f}s] Label Studio at {ls.url}", flush=True)
+        env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": secret,
+               "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token}
+        web = start_web(env, log_dir)
+        started.append(web)
+        worker = start_worker(env, log_dir)
+        started.append(worker)
+        print(f"[{time.monotonic() - t0:5.1f}s] crowdgate web app at {web.url}, RQ worker pid {worker.pid}",
+              flush=True)
+
+        items, labels = pick_crowd(args.tasks, args.annotators)
+        config = label_config("rte")
+        seeder = Seeder(ls.url, ls.token)
+        project = seeder.create_project(
+            "crowdgate demo: RTE", config, maximum_annotations=args.annotators,
+            expert_instruction="Choose Entailment only if the text makes the hypothesis definitely true.",
+        )
+        task_ids = seeder.import_tasks(
+            project,
+            [{"data": {"text": row.text, "hypothesis": row.hypothesis}, "meta": {"rte_item": task}}
+             for task, row in items.iterrows()],
+        )
+        task_of = dict(zip(items.index, task_ids, strict=True))
+        seeder.connect_ml_backend(project, web.url)
+        seeder.connect_webhook(project, f"{web.url}/hooks/labelstudio", secret)
+        seeder.retrieve_predictions(project)
+        print(f"[{time.monotonic() - t0:5.1f}s] project {project}: {len(task_ids)} RTE tasks,"
+              f" ML backend and webhook connected", flush=True)
+
+        users = seeder.create_users(f"{w.lower()}@crowd.example" for w in sorted(labels["worker"].unique()))
+        for row in labels.itertuples():
+            seeder.annotate(task_of[row.task], users[f"{row.worker.lower()}@crowd.example"],
+                            [choice_region(config, "entailment", [row.label])])
+        # One annotator skips a task they had not labelled, as annotators do.
+        done = set(zip(labels["worker"], labels["task"], strict=True))
+        worker, item = next((w, t) for t in items.index for w in sorted(labels["worker"].unique())
+                            if (w, t) not in done)
+        seeder.annotate(task_of[item], users[f"{worker.lower()}@crowd.example"], [], was_cancelled=True)
+        expected = len(labels) + 1
+        print(f"[{time.monotonic() - t0:5.1f}s] submitted {len(labels)} crowd labels from {len(users)} annotators"
+              " and 1 skip", flush=True)
+
+        store = SubmissionStore(redis.Redis.from_url(redis_service.url),
+                                os.environ.get("CROWDGATE_KEY_PREFIX", "cg"))
+        wait_until(lambda: store.summary(project)["submissions"] >= expected, 60)
+        predictions = seeder.predictions(project)
+        summary = store.summary(project)
+        names = {uid: email for email, uid in users.items()}
+        print()
+        print(f"Label Studio: {ls.url}   login: {ls.username} / {ls.password}")
+        print(f"Project {project} ({ls.url}/projects/{project}/data): {len(task_ids)} tasks,"
+              f" {len(predictions)} crowdgate predictions")
+        print(f"crowdgate recorded {summary['submissions']} of {expected} submissions (skips included)"
+              f" on {summary['tasks_with_submissions']} tasks ({summary['tasks_with_2_or_more']} with 2 or more):")
+        for uid, row in summary["annotators"].items():
+            print(f"  {names.get(uid, uid):32s} submissions={row['submissions']:3d} skips={row['skips']}")
+        ok = summary["submissions"] == expected and len(predictions) >= len(task_ids)
+        print("demo OK" if ok else "demo INCOMPLETE: see logs in " + str(log_dir), flush=True)
+        if not args.exit and sys.stdin.isatty():
+            print("Everything keeps running; Ctrl-C stops it.", flush=True)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return 0 if ok else 1
+    finally:
+        for service in reversed(started):
+            service.stop()
+        ls_server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crowdgate-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=20, help="RTE items to import (default 20)")
+    parser.add_argument("--annotators", type=int, default=5, help="crowd workers to replay (default 5)")
+    parser.add_argument("--ls-port", type=int, default=int(os.environ.get("CROWDGATE_LS_PORT", "0")) or None)
+    parser.add_argument("--keep-data", action="store_true", help="keep Label Studio's data in .crowdgate/demo")
+    parser.add_argument("--exit", action="store_true", help="stop everything after the summary")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
