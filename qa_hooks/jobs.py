@@ -8,6 +8,7 @@ import redis
 from rq import get_current_job
 
 from qa_hooks.events import Event
+from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
 
 
@@ -19,7 +20,17 @@ def _connection() -> redis.Redis:
 
 
 def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict:
-    """Record a checked webhook event in crowdgate's state; returns what changed."""
-    store = SubmissionStore(connection or _connection(), prefix)
+    """Record a checked webhook event, then rescore every task whose submissions or gold changed."""
+    connection = connection or _connection()
     parsed = Event.from_dict(event)
-    return {"action": parsed.action, "project": parsed.project, **store.apply(parsed)}
+    applied = SubmissionStore(connection, prefix).apply(parsed)
+    ledger = Ledger(connection, prefix)
+    tasks = set(applied.tasks)
+    if parsed.project is not None:
+        for task in parsed.tasks:
+            if "gold" in task.meta:
+                ledger.set_meta_gold(parsed.project, task.id, task.meta["gold"])
+                tasks.add(task.id)
+        for task in sorted(tasks):
+            ledger.rescore(parsed.project, task)
+    return {"action": parsed.action, "project": parsed.project, "rescored": len(tasks), **applied.counts}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,18 +46,24 @@ return 1
 
 _DELETE = """
 local uid = redis.call('GET', KEYS[1])
-if not uid then return 0 end
+if not uid then return false end
 local key = ARGV[1] .. uid
 local owner = redis.call('HMGET', key, 'task', 'annotator')
-if not owner[1] then return 0 end
+if not owner[1] then return false end
 redis.call('HSET', key, 'deleted', '1')
 redis.call('ZREM', ARGV[2] .. owner[1] .. ':subs', uid)
 redis.call('ZREM', ARGV[3] .. owner[2] .. ':subs', uid)
 redis.call('DEL', KEYS[1])
-return 1
+return owner[1]
 """
 
 CREATED, UPDATED, STALE = 1, 2, 0
+
+
+@dataclass(frozen=True)
+class Applied:
+    counts: dict[str, int]
+    tasks: set[int]  # tasks whose live submissions changed
 
 
 def _epoch(timestamp: str) -> float:
@@ -80,9 +87,10 @@ class SubmissionStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    def apply(self, event: Event) -> dict[str, int]:
-        """Apply one event; returns counts of what changed (``created``, ``updated``, ``stale``, ...)."""
+    def apply(self, event: Event) -> Applied:
+        """Apply one event; returns counts of what changed and the tasks whose submissions changed."""
         counts: Counter[str] = Counter()
+        touched: set[int] = set()
         if event.project is not None:
             self.redis.sadd(f"{self.prefix}:projects", event.project)
             if event.project_info:
@@ -93,11 +101,16 @@ class SubmissionStore:
                 self.redis.delete(f"{self._p(event.project)}:task:{task_id}")
                 counts["tasks_deleted"] += 1
             for annotation_id in event.deleted_annotations:
-                counts["deleted"] += self.delete(event.project, annotation_id)
+                task = self.delete(event.project, annotation_id)
+                if task is not None:
+                    counts["deleted"] += 1
+                    touched.add(task)
         for submission in event.submissions:
             outcome = self.record(submission)
             counts[{CREATED: "created", UPDATED: "updated", STALE: "stale"}[outcome]] += 1
-        return dict(counts)
+            if outcome != STALE:
+                touched.add(submission.task)
+        return Applied(dict(counts), touched)
 
     def record(self, sub: Submission) -> int:
         """Store one submission version; returns CREATED, UPDATED or STALE."""
@@ -122,13 +135,11 @@ class SubmissionStore:
         ]
         return int(self._upsert(keys=keys, args=args))
 
-    def delete(self, project: int, annotation_id: int) -> int:
+    def delete(self, project: int, annotation_id: int) -> int | None:
+        """Remove a Label Studio annotation from the indexes; returns its task, or None if unknown."""
         p = self._p(project)
-        return int(
-            self._delete(
-                keys=[f"{p}:annid:{annotation_id}"], args=[f"{p}:sub:", f"{p}:task:", f"{p}:annotator:"]
-            )
-        )
+        task = self._delete(keys=[f"{p}:annid:{annotation_id}"], args=[f"{p}:sub:", f"{p}:task:", f"{p}:annotator:"])
+        return int(task) if task is not None else None
 
     def save_project(self, project: int, info: dict[str, Any]) -> None:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items() if v is not None}

@@ -16,7 +16,8 @@ def _updated():
 
 def test_records_the_submission_in_both_indexes(redis_conn):
     store = SubmissionStore(redis_conn, "t")
-    assert store.apply(_created()) == {"created": 1}
+    applied = store.apply(_created())
+    assert applied.counts == {"created": 1} and applied.tasks == {6}
     [by_task] = store.task_submissions(2, 6)
     [by_annotator] = store.annotator_log(2, 2)
     assert by_task == by_annotator == _created().submissions[0]
@@ -41,14 +42,14 @@ def test_delete_by_annotation_id_and_id_reuse(redis_conn):
     store = SubmissionStore(redis_conn, "t")
     sub = _created().submissions[0]
     store.record(sub)
-    assert store.delete(2, sub.annotation_id) == 1
+    assert store.delete(2, sub.annotation_id) == 6
     assert store.task_submissions(2, 6) == [] and store.annotator_log(2, 2) == []
     assert store.record(sub) == STALE  # a deleted annotation is not resurrected by a late event
     # SQLite reuses the id for a new annotation: it is a different submission.
     reused = dataclasses.replace(sub, unique_id="another", updated_at="2026-11-22T05:00:00Z")
     assert store.record(reused) == CREATED
     assert [s.unique_id for s in store.task_submissions(2, 6)] == ["another"]
-    assert store.delete(2, 999) == 0
+    assert store.delete(2, 999) is None
 
 
 def test_process_event_job_and_summary(redis_conn):

@@ -1,0 +1,303 @@
+"""Scores in Redis: gold answers, per-task agreement, and every annotator's running record.
+
+Keys (beside those of :mod:`qa_hooks.store`; ``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator):
+
+- ``{p}:p:{pid}:gold:annotation`` (hash): task -> ``{"uid", "result"}`` of its ground-truth annotation.
+- ``{p}:p:{pid}:gold:meta`` (hash): task -> gold answer from the task's ``meta["gold"]`` (a result list, or a
+  label for single-choice configs). An annotation marked ground truth wins over ``meta``.
+- ``{p}:p:{pid}:task:{tid}:score`` (hash): ``agreement``, ``consensus``, ``confidence``, ``n``, ``posterior``,
+  ``version`` (bumped by every rescoring).
+- ``{p}:p:{pid}:task:{tid}:contrib`` (hash): annotator -> their :class:`~qa_hooks.scoring.Contribution` (JSON).
+- ``{p}:p:{pid}:annotator:{uid}:stats`` (hash): running sums ``gold_n``, ``gold_sum``, ``peer_n``,
+  ``peer_sum``, ``pair_n``, ``pair_sum``.
+- ``{p}:p:{pid}:annotator:{uid}:confusion`` (hash): ``"true\\tgiven"`` -> (soft) count.
+
+Rescoring a task computes its contributions afresh and adds only the difference to each annotator's sums, under
+a version check on the task, so the work per event is proportional to the annotations on that task and
+two workers rescoring the same task cannot count it twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from qa_hooks.events import Submission
+from qa_hooks.scoring import (
+    PRIOR_ALPHA,
+    PRIOR_BETA,
+    Contribution,
+    TaskScore,
+    beta_interval,
+    categorical,
+    reliability_mean,
+    score_task,
+)
+
+_STAT_FIELDS = ("gold_n", "gold_sum", "peer_n", "peer_sum", "pair_n", "pair_sum")
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """An annotator's record in one project."""
+
+    annotator: int
+    mean: float  # posterior mean accuracy, gold and peer evidence together
+    low: float  # 90% credible interval
+    high: float
+    evidence: float  # gold answers + tasks judged by peers
+    gold_n: int
+    gold_accuracy: float | None  # mean similarity to gold
+    gold_low: float | None  # 90% interval of the Beta posterior on gold alone
+    gold_high: float | None
+    peer_n: int
+    peer_agreement: float | None  # mean raw similarity with peers
+    confusion: dict[str, dict[str, float]] = field(default_factory=dict)  # true -> given -> count
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def reliability_from_stats(annotator: int, stats: dict[str, float],
+                           confusion: dict[str, float] | None = None, with_interval: bool = True) -> Reliability:
+    gold_n, gold_sum = stats.get("gold_n", 0.0), stats.get("gold_sum", 0.0)
+    peer_n, peer_sum = stats.get("peer_n", 0.0), stats.get("peer_sum", 0.0)
+    pair_n, pair_sum = stats.get("pair_n", 0.0), stats.get("pair_sum", 0.0)
+    alpha = PRIOR_ALPHA + gold_sum + peer_sum
+    beta = PRIOR_BETA + (gold_n - gold_sum) + (peer_n - peer_sum)
+    low, high = beta_interval(alpha, beta) if with_interval else (float("nan"), float("nan"))
+    gold_low = gold_high = None
+    if gold_n >= 1 and with_interval:
+        gold_low, gold_high = beta_interval(1.0 + gold_sum, 1.0 + gold_n - gold_sum)
+    matrix: dict[str, dict[str, float]] = {}
+    for key, count in (confusion or {}).items():
+        true_class, _, given = key.partition("\t")
+        if count > 1e-9:
+            matrix.setdefault(true_class, {})[given] = round(count, 6)
+    return Reliability(
+        annotator=annotator,
+        mean=reliability_mean(alpha, beta),
+        low=low,
+        high=high,
+        evidence=gold_n + peer_n,
+        gold_n=round(gold_n),
+        gold_accuracy=gold_sum / gold_n if gold_n >= 1 else None,
+        gold_low=gold_low,
+        gold_high=gold_high,
+        peer_n=round(peer_n),
+        peer_agreement=pair_sum / pair_n if pair_n >= 1 else None,
+        confusion=matrix,
+    )
+
+
+def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+# One round trip reads everything a task's rescoring needs. (Keys are built inside the script, which
+# suits a single Redis, crowdgate's deployment; a Redis Cluster would need hash tags per project.)
+_READ_TASK = """
+local p, task = ARGV[1], ARGV[2]
+local version = redis.call('HGET', p .. ':task:' .. task .. ':score', 'version') or false
+local uids = redis.call('ZRANGE', p .. ':task:' .. task .. ':subs', 0, -1)
+local subs, annotators, seen = {}, {}, {}
+for _, uid in ipairs(uids) do
+  local row = redis.call('HMGET', p .. ':sub:' .. uid, 'json', 'annotator')
+  if row[1] then
+    table.insert(subs, row[1])
+    if not seen[row[2]] then seen[row[2]] = true; table.insert(annotators, row[2]) end
+  end
+end
+local contrib = redis.call('HGETALL', p .. ':task:' .. task .. ':contrib')
+for i = 1, #contrib, 2 do
+  if not seen[contrib[i]] then seen[contrib[i]] = true; table.insert(annotators, contrib[i]) end
+end
+local stats = {}
+for i, a in ipairs(annotators) do
+  stats[i] = redis.call('HMGET', p .. ':annotator:' .. a .. ':stats',
+                        'gold_n', 'gold_sum', 'peer_n', 'peer_sum', 'pair_n', 'pair_sum')
+end
+return {version, redis.call('HMGET', p .. ':project', 'label_config', 'control_weights'),
+        redis.call('HGET', p .. ':gold:annotation', task) or false,
+        redis.call('HGET', p .. ':gold:meta', task) or false,
+        contrib, subs, annotators, stats}
+"""
+
+# Apply a rescoring's writes only if nobody rescored the task since it was read (optimistic locking).
+_COMMIT = """
+local version = redis.call('HGET', ARGV[1], 'version') or '0'
+if version ~= ARGV[2] then return 0 end
+for _, op in ipairs(cjson.decode(ARGV[3])) do
+  if op[1] == 'incr' then redis.call('HINCRBYFLOAT', op[2], op[3], op[4])
+  elseif op[1] == 'set' then redis.call('HSET', op[2], op[3], op[4])
+  else redis.call('HDEL', op[2], op[3]) end
+end
+redis.call('HINCRBY', ARGV[1], 'version', 1)
+return 1
+"""
+
+
+class Ledger:
+    def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
+        self.redis = connection
+        self.prefix = prefix
+        self._read = connection.register_script(_READ_TASK)
+        self._commit = connection.register_script(_COMMIT)
+
+    def _p(self, project: int) -> str:
+        return f"{self.prefix}:p:{project}"
+
+    # -- gold -------------------------------------------------------------------------------------------
+
+    def set_meta_gold(self, project: int, task: int, gold: Any) -> None:
+        """Gold from a task's ``meta["gold"]``: a result list, or a label for single-choice configs."""
+        self.redis.hset(f"{self._p(project)}:gold:meta", task, json.dumps(gold))
+
+    def gold(self, project: int, task: int, label_config: str | None = None) -> list[dict[str, Any]] | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(f"{self._p(project)}:gold:annotation", task)
+        pipe.hget(f"{self._p(project)}:gold:meta", task)
+        return self._gold_from(*pipe.execute(), label_config)
+
+    @staticmethod
+    def _gold_from(annotation: bytes | None, meta: bytes | None, label_config: str | None):
+        if annotation:
+            return json.loads(annotation)["result"]
+        if not meta:
+            return None
+        value = json.loads(meta)
+        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
+            return value
+        cat = categorical(label_config) if label_config else None
+        if cat is None:
+            return None
+        labels = value if isinstance(value, list) else [value]
+        return [{"from_name": cat.control, "type": "choices", "value": {"choices": [str(v) for v in labels]}}]
+
+    # -- rescoring --------------------------------------------------------------------------------------
+
+    def rescore(self, project: int, task: int, max_attempts: int = 20) -> TaskScore | None:
+        """Recompute a task's scores and move the difference into its annotators' records."""
+        p = self._p(project)
+        for _ in range(max_attempts):
+            state = self._read(args=[p, task])
+            outcome = self._rescore_from(state, p, task)
+            if outcome is None:
+                return None
+            score, ops, version = outcome
+            if self._commit(args=[f"{p}:task:{task}:score", version, json.dumps(ops)]):
+                return score
+        raise RuntimeError(f"task {task} of project {project} kept changing while being rescored")
+
+    def _rescore_from(self, state: list[Any], p: str, task: int):
+        version, (config_raw, weights_raw), gold_annotation, gold_meta, old_raw, subs_raw, annotators, stats_raw = state
+        if not config_raw:
+            return None  # no label config known yet: the project's first event carries it
+        label_config = config_raw.decode()
+        control_weights = json.loads(weights_raw) if weights_raw else None
+        old = {int(old_raw[i]): Contribution.from_dict(json.loads(old_raw[i + 1])) for i in range(0, len(old_raw), 2)}
+        submissions = [Submission.from_dict(json.loads(raw)) for raw in subs_raw]
+        # The gold cache follows the task's ground-truth annotation (latest wins; unmarked or deleted: gone).
+        marked = [s for s in submissions if s.ground_truth and not s.was_cancelled]
+        gold_value = None
+        if marked:
+            latest = max(marked, key=lambda s: s.updated_at)
+            gold_value = json.dumps({"uid": latest.unique_id, "result": latest.result}).encode()
+        gold = self._gold_from(gold_value, gold_meta, label_config)
+
+        beliefs = {}
+        annotator_ids = [int(a) for a in annotators]
+        for annotator, values in zip(annotator_ids, stats_raw, strict=True):
+            stats = {k: float(v) for k, v in zip(_STAT_FIELDS, values, strict=True) if v is not None}
+            # Judge peers by their record *without* this task, so a task never vouches for itself.
+            if annotator in old:
+                stats = _subtract(stats, old[annotator])
+            beliefs[annotator] = reliability_from_stats(annotator, stats, with_interval=False).mean
+
+        score = score_task(submissions, gold, label_config, control_weights, beliefs)
+
+        contrib_key = f"{p}:task:{task}:contrib"
+        ops: list[list[str]] = []
+        if gold_value != gold_annotation:
+            if gold_value is None:
+                ops.append(["del", f"{p}:gold:annotation", str(task)])
+            else:
+                ops.append(["set", f"{p}:gold:annotation", str(task), gold_value.decode()])
+        for annotator in annotator_ids:
+            new = score.contributions.get(annotator)
+            before = old.get(annotator, Contribution())
+            after = new or Contribution()
+            stats_key = f"{p}:annotator:{annotator}:stats"
+            for name, delta in _deltas(before, after).items():
+                if abs(delta) > 1e-12:
+                    ops.append(["incr", stats_key, name, repr(delta)])
+            confusion_key = f"{p}:annotator:{annotator}:confusion"
+            for cell in set(before.confusion) | set(after.confusion):
+                delta = after.confusion.get(cell, 0.0) - before.confusion.get(cell, 0.0)
+                if abs(delta) > 1e-12:
+                    ops.append(["incr", confusion_key, cell, repr(delta)])
+            if new is None:
+                if annotator in old:
+                    ops.append(["del", contrib_key, str(annotator)])
+            else:
+                ops.append(["set", contrib_key, str(annotator), json.dumps(new.to_dict(), separators=(",", ":"))])
+        score_key = f"{p}:task:{task}:score"
+        fields = {"n": str(len(score.contributions)),
+                  "agreement": "" if score.agreement is None else repr(score.agreement),
+                  "consensus": score.consensus or "",
+                  "confidence": "" if score.confidence is None else repr(score.confidence),
+                  "posterior": json.dumps(score.posterior)}
+        ops.extend(["set", score_key, name, value] for name, value in fields.items())
+        return score, ops, version or b"0"
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def reliability(self, project: int, annotator: int) -> Reliability:
+        p = self._p(project)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(f"{p}:annotator:{annotator}:stats")
+        pipe.hgetall(f"{p}:annotator:{annotator}:confusion")
+        stats, confusion = pipe.execute()
+        return reliability_from_stats(annotator, _floats(stats), _floats(confusion))
+
+    def reliabilities(self, project: int, annotators: list[int]) -> dict[int, Reliability]:
+        p = self._p(project)
+        pipe = self.redis.pipeline(transaction=False)
+        for annotator in annotators:
+            pipe.hgetall(f"{p}:annotator:{annotator}:stats")
+            pipe.hgetall(f"{p}:annotator:{annotator}:confusion")
+        raw = pipe.execute()
+        return {a: reliability_from_stats(a, _floats(raw[2 * i]), _floats(raw[2 * i + 1]))
+                for i, a in enumerate(annotators)}
+
+    def task_score(self, project: int, task: int) -> dict[str, Any]:
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:task:{task}:score").items()}
+        if not raw:
+            return {}
+        number = lambda v: float(v) if v else None  # noqa: E731
+        return {"n": int(raw["n"]), "agreement": number(raw["agreement"]), "consensus": raw["consensus"] or None,
+                "confidence": number(raw["confidence"]), "posterior": json.loads(raw["posterior"])}
+
+
+def _contribution_sums(c: Contribution) -> dict[str, float]:
+    return {
+        "gold_n": 0.0 if c.gold is None else 1.0,
+        "gold_sum": c.gold or 0.0,
+        "peer_n": 0.0 if c.peer is None else 1.0,
+        "peer_sum": c.peer or 0.0,
+        "pair_n": float(c.pair_n),
+        "pair_sum": c.pair_sum,
+    }
+
+
+def _deltas(before: Contribution, after: Contribution) -> dict[str, float]:
+    a, b = _contribution_sums(before), _contribution_sums(after)
+    return {k: b[k] - a[k] for k in a}
+
+
+def _subtract(stats: dict[str, float], c: Contribution) -> dict[str, float]:
+    sums = _contribution_sums(c)
+    return {k: stats.get(k, 0.0) - sums[k] for k in _STAT_FIELDS}

@@ -1,0 +1,209 @@
+"""Score one task's submissions against its gold answer and against each other (pure: no I/O).
+
+For a task, given its live submissions, its gold result (if any) and what is known of each annotator's
+reliability, :func:`score_task` computes
+
+- every pair's similarity (``qa_hooks.similarity``), the task's agreement (mean pairwise) and its consensus;
+- for each annotator, the task's *contribution* to their record: similarity to gold, soft correctness
+  against their peers, raw agreement with peers, and a confusion-count update.
+
+Peers are weighted by their own reliability in the one-coin model of Dawid & Skene (1979): an annotator
+with accuracy ``r`` gives the true class with probability ``r`` and each other class with
+``(1 - r) / (K - 1)``. The soft correctness of an annotator's label on a task is the posterior probability
+of that label given the *other* annotators' labels alone, so nobody vouches for themselves. For configs that
+are not a single single-choice control (spans, boxes, text, ...), soft correctness is the
+reliability-weighted mean similarity to the peers.
+
+The caller stores the contributions per (task, annotator) and adds the difference to the annotator's
+running totals, so rescoring a task replaces its old contribution instead of counting it twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from qa_hooks.events import Submission
+from qa_hooks.similarity import compare_results, load_interface
+
+# Annotators start at a Beta(3.5, 1.5) accuracy belief (mean 0.7): a crowd is better than chance, and
+# without that, peers with no record would carry no weight and nobody's evidence could ever start.
+PRIOR_ALPHA = 3.5
+PRIOR_BETA = 1.5
+# Reliability is clipped away from 0 and 1 so one annotator can never decide a posterior alone.
+_CLIP = (0.05, 0.98)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """The config is one single-choice control: labels are categories and Dawid–Skene applies."""
+
+    control: str
+    classes: tuple[str, ...]
+
+
+@lru_cache(maxsize=256)
+def categorical(label_config: str) -> Categorical | None:
+    """The config's one single-choice control, when that is all it asks for."""
+    controls = list(load_interface(label_config).controls or ())
+    if len(controls) != 1:
+        return None
+    control = controls[0]
+    if control.tag != "Choices" or (control.attr or {}).get("choice") == "multiple" or not control.labels:
+        return None
+    return Categorical(control.name, tuple(str(label) for label in control.labels))
+
+
+def label_of(result: Sequence[Mapping[str, Any]], control: str) -> str | None:
+    """The single choice a result makes on ``control``, or None."""
+    for region in result:
+        if region.get("from_name") == control:
+            choices = (region.get("value") or {}).get("choices") or []
+            if len(choices) == 1:
+                return str(choices[0])
+    return None
+
+
+@dataclass
+class Contribution:
+    """What one task adds to one annotator's record."""
+
+    gold: float | None = None  # similarity to the gold answer
+    peer: float | None = None  # soft correctness judged by reliability-weighted peers
+    pair_sum: float = 0.0  # sum of raw similarities with each peer
+    pair_n: int = 0
+    confusion: dict[str, float] = field(default_factory=dict)  # "true\tgiven" -> count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gold": self.gold, "peer": self.peer, "pair_sum": self.pair_sum, "pair_n": self.pair_n,
+                "confusion": self.confusion}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Contribution:
+        return cls(data.get("gold"), data.get("peer"), data.get("pair_sum", 0.0), data.get("pair_n", 0),
+                   dict(data.get("confusion") or {}))
+
+
+@dataclass
+class TaskScore:
+    agreement: float | None  # mean pairwise similarity, None with fewer than 2 submissions
+    consensus: str | None  # categorical: the posterior's top label; else the medoid's unique_id
+    confidence: float | None  # categorical: its posterior; else the medoid's mean similarity
+    pairs: dict[tuple[str, str], float]
+    contributions: dict[int, Contribution]  # annotator -> contribution
+    posterior: dict[str, float] = field(default_factory=dict)
+
+
+def reliability_mean(alpha: float, beta: float) -> float:
+    return alpha / (alpha + beta)
+
+
+def _one_coin_posterior(
+    labels: Sequence[tuple[str, float]], classes: Sequence[str]
+) -> dict[str, float]:
+    """Posterior over classes from (label, reliability) votes under the one-coin model, uniform prior."""
+    k = len(classes)
+    log_post = dict.fromkeys(classes, 0.0)
+    for label, reliability in labels:
+        r = min(max(reliability, _CLIP[0]), _CLIP[1])
+        hit, miss = math.log(r), math.log((1.0 - r) / (k - 1))
+        for c in classes:
+            log_post[c] += hit if c == label else miss
+    top = max(log_post.values())
+    weights = {c: math.exp(v - top) for c, v in log_post.items()}
+    total = sum(weights.values())
+    return {c: w / total for c, w in weights.items()}
+
+
+def score_task(
+    submissions: Sequence[Submission],
+    gold: Sequence[Mapping[str, Any]] | None,
+    label_config: str,
+    control_weights: Mapping[str, Any] | None,
+    reliability: Mapping[int, float],
+) -> TaskScore:
+    """Score a task. ``reliability`` maps annotator -> current accuracy belief (missing: the prior mean)."""
+    prior = reliability_mean(PRIOR_ALPHA, PRIOR_BETA)
+    # Gold annotations are the reference, not peers; skips are never compared. One (latest) per annotator.
+    latest: dict[int, Submission] = {}
+    for sub in submissions:
+        if not sub.was_cancelled and not sub.ground_truth:
+            kept = latest.get(sub.annotator)
+            if kept is None or sub.updated_at >= kept.updated_at:
+                latest[sub.annotator] = sub
+    subs = list(latest.values())
+    cat = categorical(label_config)
+    contributions = {s.annotator: Contribution() for s in subs}
+
+    if gold is not None:
+        gold_label = label_of(gold, cat.control) if cat else None
+        for sub in subs:
+            contributions[sub.annotator].gold = compare_results(sub.result, gold, label_config, control_weights)
+            if cat and gold_label is not None:
+                given = label_of(sub.result, cat.control)
+                if given is not None:
+                    key = f"{gold_label}\t{given}"
+                    contributions[sub.annotator].confusion[key] = contributions[sub.annotator].confusion.get(
+                        key, 0.0) + 1.0
+
+    pairs: dict[tuple[str, str], float] = {}
+    sim: dict[tuple[int, int], float] = {}
+    for i, a in enumerate(subs):
+        for b in subs[i + 1:]:
+            value = compare_results(a.result, b.result, label_config, control_weights)
+            value = 0.0 if value is None else value
+            pairs[(a.unique_id, b.unique_id)] = value
+            sim[(a.annotator, b.annotator)] = sim[(b.annotator, a.annotator)] = value
+            for member in (a, b):
+                contributions[member.annotator].pair_sum += value
+                contributions[member.annotator].pair_n += 1
+    agreement = sum(pairs.values()) / len(pairs) if pairs else None
+    rel = {s.annotator: reliability.get(s.annotator, prior) for s in subs}
+
+    posterior: dict[str, float] = {}
+    consensus: str | None = None
+    confidence: float | None = None
+    if cat:
+        given = {s.annotator: label_of(s.result, cat.control) for s in subs}
+        votes = [(label, rel[a]) for a, label in given.items() if label in cat.classes]
+        if votes:
+            posterior = _one_coin_posterior(votes, cat.classes)
+            consensus = max(posterior, key=posterior.__getitem__)
+            confidence = posterior[consensus]
+        for sub in subs:
+            mine = given[sub.annotator]
+            peers = [(label, rel[a]) for a, label in given.items() if a != sub.annotator and label in cat.classes]
+            if mine is None or mine not in cat.classes or not peers:
+                continue
+            q = _one_coin_posterior(peers, cat.classes)
+            contribution = contributions[sub.annotator]
+            contribution.peer = q[mine]
+            if gold is None:  # gold already gave a hard count for this task
+                for true_class, p in q.items():
+                    if p > 1e-6:
+                        key = f"{true_class}\t{mine}"
+                        contribution.confusion[key] = contribution.confusion.get(key, 0.0) + p
+    elif len(subs) >= 2:
+        best, best_score = None, -1.0
+        for sub in subs:
+            others = [(sim[(sub.annotator, o.annotator)], rel[o.annotator]) for o in subs if o is not sub]
+            weight = sum(w for _, w in others)
+            contributions[sub.annotator].peer = sum(v * w for v, w in others) / weight if weight else None
+            mean = sum(v for v, _ in others) / len(others)
+            if mean > best_score:
+                best, best_score = sub.unique_id, mean
+        consensus, confidence = best, best_score
+
+    return TaskScore(agreement, consensus, confidence, pairs, contributions, posterior)
+
+
+def beta_interval(alpha: float, beta: float, mass: float = 0.9) -> tuple[float, float]:
+    """Equal-tailed credible interval of a Beta(alpha, beta) posterior."""
+    from scipy.stats import beta as beta_dist
+
+    tail = (1.0 - mass) / 2.0
+    low, high = beta_dist.ppf([tail, 1.0 - tail], alpha, beta)
+    return float(low), float(high)
