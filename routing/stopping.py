@@ -1,0 +1,412 @@
+"""Reliability-weighted posterior stopping: when has a task got enough labels?
+
+Each worker is modelled by a confusion matrix ``P(label | true class)`` (or its one-coin special case, one
+accuracy spread evenly over the wrong classes). Labels on a task are combined as independent evidence — the
+naive-Bayes combination of Dawid & Skene (1979), "Maximum likelihood estimation of observer error-rates using
+the EM algorithm", Applied Statistics 28(1) — and the task stops once the leading class's posterior passes a
+threshold (the adaptive-overlap idea of Sheng, Provost & Ipeirotis 2008, "Get another label?", KDD).
+
+Worker models are learned online by :class:`OnlineWorkerEstimator`: a few Dawid–Skene EM iterations over the
+labels seen so far, warm-started from the previous fit, with Dirichlet priors that shrink every worker towards
+the pooled crowd (empirical Bayes, as in Raykar et al. 2010, "Learning from crowds", JMLR 11) so that new
+workers start at the crowd's average and gold answers, when revealed, pin the tasks they belong to.
+
+Everything here is pure computation: no I/O, no clocks, no randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "OnlineWorkerEstimator",
+    "StopDecision",
+    "WorkerModel",
+    "consensus_posterior",
+    "decide_stop",
+    "prior_confusion",
+]
+
+# Floor on any confusion entry: one absurd label must not veto a class forever (log 0).
+_MIN_PROB = 1e-4
+
+
+def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.clip(matrix, _MIN_PROB, None)
+    return matrix / matrix.sum(axis=-1, keepdims=True)
+
+
+def prior_confusion(n_classes: int, accuracy: float) -> np.ndarray:
+    """Confusion matrix of a worker who is right with ``accuracy`` and spreads errors evenly."""
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {n_classes}")
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy must be in (0, 1), got {accuracy}")
+    off = (1.0 - accuracy) / (n_classes - 1)
+    matrix = np.full((n_classes, n_classes), off)
+    np.fill_diagonal(matrix, accuracy)
+    return matrix
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """One worker's ``P(given label j | true class i)`` as a row-stochastic matrix.
+
+    ``n_labels`` is how many labels the estimate rests on (0 for the prior of an unknown worker).
+    """
+
+    confusion: np.ndarray
+    n_labels: float = 0.0
+
+    def __post_init__(self) -> None:
+        matrix = np.asarray(self.confusion, dtype=float)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
+            raise ValueError(f"confusion must be a square K×K matrix with K >= 2, got shape {matrix.shape}")
+        if np.any(matrix < 0) or not np.allclose(matrix.sum(axis=1), 1.0, atol=1e-6):
+            raise ValueError("confusion rows must be probability distributions")
+        object.__setattr__(self, "confusion", _normalise_rows(matrix))
+
+    @classmethod
+    def one_coin(cls, accuracy: float, n_classes: int, n_labels: float = 0.0) -> WorkerModel:
+        """Model of a worker right with probability ``accuracy`` whatever the true class."""
+        return cls(prior_confusion(n_classes, accuracy), n_labels)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.confusion.shape[0])
+
+    @property
+    def accuracy(self) -> float:
+        """Mean of the diagonal: the accuracy on a class-balanced set."""
+        return float(np.mean(np.diag(self.confusion)))
+
+
+def _class_index(classes: Sequence[str]) -> dict[str, int]:
+    index = {str(c): i for i, c in enumerate(classes)}
+    if len(index) != len(classes) or len(index) < 2:
+        raise ValueError(f"classes must be at least 2 distinct values, got {list(classes)}")
+    return index
+
+
+def consensus_posterior(
+    labels: Iterable[tuple[str, str]],
+    models: Mapping[str, WorkerModel],
+    classes: Sequence[str],
+    *,
+    default: WorkerModel | None = None,
+    class_prior: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """Posterior over ``classes`` given ``(worker, label)`` pairs, Dawid & Skene (1979) naive Bayes.
+
+    Workers missing from ``models`` use ``default`` (the prior of an unknown worker; a one-coin 0.7 worker
+    when not given). ``class_prior`` defaults to uniform. Labels outside ``classes`` raise ``ValueError``.
+    """
+    index = _class_index(classes)
+    k = len(index)
+    fallback = default if default is not None else WorkerModel.one_coin(0.7, k)
+    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
+    if prior.shape != (k,) or np.any(prior <= 0):
+        raise ValueError(f"class_prior must be {k} positive numbers")
+    log_post = np.log(prior / prior.sum())
+    for worker, label in labels:
+        if str(label) not in index:
+            raise ValueError(f"label {label!r} is not one of the classes {list(index)}")
+        model = models.get(worker, fallback)
+        if model.n_classes != k:
+            raise ValueError(f"worker {worker!r} has a {model.n_classes}-class model, expected {k}")
+        log_post = log_post + np.log(model.confusion[:, index[str(label)]])
+    post = np.exp(log_post - log_post.max())
+    post /= post.sum()
+    return {c: float(p) for c, p in zip(index, post, strict=True)}
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """Whether a task stops, its leading answer, that answer's posterior, and why."""
+
+    stop: bool
+    label: str
+    confidence: float
+    reason: str
+
+
+def decide_stop(
+    posterior: Mapping[str, float],
+    n_labels: int,
+    *,
+    threshold: float,
+    min_labels: int = 2,
+    max_labels: int | None = None,
+) -> StopDecision:
+    """Stop once ``min_labels`` are in and the leading posterior is >= ``threshold``, or at ``max_labels``."""
+    if not posterior:
+        raise ValueError("posterior is empty")
+    label, confidence = max(posterior.items(), key=lambda kv: kv[1])
+    if n_labels < min_labels:
+        return StopDecision(False, label, confidence, f"{n_labels} of at least {min_labels} labels")
+    if confidence >= threshold:
+        return StopDecision(True, label, confidence, f"posterior {confidence:.3f} >= {threshold}")
+    if max_labels is not None and n_labels >= max_labels:
+        return StopDecision(True, label, confidence, f"maximum of {max_labels} labels reached")
+    return StopDecision(False, label, confidence, f"posterior {confidence:.3f} < {threshold}")
+
+
+@dataclass
+class _Growable:
+    """Append-only int array with amortised growth (lists → numpy on every refit would be quadratic)."""
+
+    data: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    size: int = 0
+
+    def append(self, value: int) -> None:
+        if self.size == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros(len(self.data), dtype=np.int64)])
+        self.data[self.size] = value
+        self.size += 1
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
+class OnlineWorkerEstimator:
+    """Worker models learned from a stream of labels, refitted by warm-started Dawid–Skene EM.
+
+    Cold start: before any data every worker is a one-coin worker with ``prior_accuracy``. The pooled crowd
+    confusion (Dirichlet prior ``base_strength`` pseudo-labels per true class around ``prior_accuracy``) is
+    the prior mean for each worker, weighted by ``worker_strength`` pseudo-labels per true class, so workers
+    with few labels stay near the crowd average (Raykar et al. 2010 style empirical Bayes). With
+    ``model="one_coin"`` each worker has a single accuracy (Beta prior) instead of a full matrix.
+
+    The fit is refreshed after every ``refit_fraction`` growth in the number of labels (at least every
+    label early on, at most every ``refit_every`` labels later), with ``em_iterations`` EM steps each time;
+    :meth:`refit` forces one. Gold answers passed to :meth:`reveal_gold` clamp their task's posterior.
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        *,
+        model: str = "confusion",
+        prior_accuracy: float = 0.7,
+        base_strength: float = 10.0,
+        worker_strength: float = 2.0,
+        refit_every: int = 50,
+        refit_fraction: float = 0.05,
+        em_iterations: int = 4,
+        class_strength: float = 50.0,
+    ) -> None:
+        self.class_strength = class_strength
+        if model not in ("confusion", "one_coin"):
+            raise ValueError(f"model must be 'confusion' or 'one_coin', got {model!r}")
+        self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
+        self._class_index = _class_index(self.classes)
+        self.n_classes = len(self.classes)
+        if not 1.0 / self.n_classes < prior_accuracy < 1.0:
+            raise ValueError(f"prior_accuracy must be above chance (1/{self.n_classes}) and below 1")
+        if base_strength <= 0 or worker_strength <= 0:
+            raise ValueError("prior strengths must be positive")
+        if refit_every < 1 or not 0 < refit_fraction <= 1 or em_iterations < 1:
+            raise ValueError("refit_every >= 1, 0 < refit_fraction <= 1 and em_iterations >= 1 are required")
+        self.model = model
+        self.prior_accuracy = prior_accuracy
+        self.base_strength = base_strength
+        self.worker_strength = worker_strength
+        self.refit_every = refit_every
+        self.refit_fraction = refit_fraction
+        self.em_iterations = em_iterations
+
+        self._task_index: dict[str, int] = {}
+        self._worker_index: dict[str, int] = {}
+        self._tasks = _Growable()
+        self._workers = _Growable()
+        self._labels = _Growable()
+        self._task_labels: list[list[tuple[int, int]]] = []
+        self._gold: dict[int, int] = {}
+        self._labels_at_fit = 0
+        self.restarts = 0  # how often a fit had to be restarted from the vote shares (diagnostics)
+
+        k = self.n_classes
+        self._base = prior_confusion(k, prior_accuracy)
+        self._pop_log_conf = np.log(self._base)
+        self._log_conf = np.zeros((0, k, k))  # per worker index, as of the last fit
+        self._log_prior = np.full(k, -math.log(k))
+
+    # -- stream -------------------------------------------------------------------------------------------
+
+    @property
+    def n_labels(self) -> int:
+        return self._labels.size
+
+    def observe(self, task: str, worker: str, label: str) -> None:
+        """Add one label; refits when the stream has grown enough since the last fit."""
+        if str(label) not in self._class_index:
+            raise ValueError(f"label {label!r} is not one of the classes {list(self.classes)}")
+        t = self._task_index.setdefault(task, len(self._task_index))
+        if t == len(self._task_labels):
+            self._task_labels.append([])
+        w = self._worker_index.setdefault(worker, len(self._worker_index))
+        y = self._class_index[str(label)]
+        self._tasks.append(t)
+        self._workers.append(w)
+        self._labels.append(y)
+        self._task_labels[t].append((w, y))
+        grown = self.n_labels - self._labels_at_fit
+        if grown >= max(1, min(self.refit_every, math.ceil(self.refit_fraction * self.n_labels))):
+            self.refit()
+
+    def reveal_gold(self, task: str, label: str) -> None:
+        """Record the known answer of ``task``: its posterior is clamped from the next fit on."""
+        if str(label) not in self._class_index:
+            raise ValueError(f"gold {label!r} is not one of the classes {list(self.classes)}")
+        t = self._task_index.setdefault(task, len(self._task_index))
+        if t == len(self._task_labels):
+            self._task_labels.append([])
+        self._gold[t] = self._class_index[str(label)]
+
+    # -- fitting ------------------------------------------------------------------------------------------
+
+    def _gold_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.fromiter(self._gold.keys(), dtype=np.int64, count=len(self._gold))
+        cls = np.fromiter(self._gold.values(), dtype=np.int64, count=len(self._gold))
+        return idx, cls
+
+    def refit(self, iterations: int | None = None) -> None:
+        """Run EM over every label seen so far, starting from the current models."""
+        k = self.n_classes
+        n_tasks, n_workers = len(self._task_labels), len(self._worker_index)
+        t, w, y = self._tasks.view(), self._workers.view(), self._labels.view()
+        # Workers new since the last fit start from the pooled crowd model.
+        if self._log_conf.shape[0] < n_workers:
+            fresh = np.broadcast_to(self._pop_log_conf, (n_workers - self._log_conf.shape[0], k, k))
+            self._log_conf = np.concatenate([self._log_conf, fresh])
+        for _ in range(iterations or self.em_iterations):
+            self._m_step(self._e_step(t, w, y, n_tasks), t, w, y, n_workers)
+        if not self._crowd_beats_chance():
+            # EM slid towards the mirror solution (labels systematically "wrong"): the crowd is assumed better
+            # than chance, so restart from the plain vote shares, the usual Dawid–Skene initialisation.
+            votes = np.zeros((n_tasks, k))
+            np.add.at(votes, (t, y), 1.0)
+            self._m_step(np.log(votes + 0.1), t, w, y, n_workers)
+            for _ in range(max(iterations or 0, 2 * self.em_iterations)):
+                self._m_step(self._e_step(t, w, y, n_tasks), t, w, y, n_workers)
+            self.restarts += 1
+        self._labels_at_fit = self.n_labels
+
+    def _crowd_beats_chance(self) -> bool:
+        """Whether the pooled crowd gives each true class its own label more often than any other label."""
+        pop = self._pop_log_conf
+        return bool(np.all(np.diag(pop) >= pop.max(axis=1) - 1e-12))
+
+    def _e_step(self, t: np.ndarray, w: np.ndarray, y: np.ndarray, n_tasks: int) -> np.ndarray:
+        """Unnormalised log posterior over the true class per task, shape (tasks, K)."""
+        k = self.n_classes
+        log_post = np.empty((n_tasks, k))
+        for c in range(k):
+            log_post[:, c] = np.bincount(t, weights=self._log_conf[w, c, y], minlength=n_tasks)
+        return log_post + self._log_prior
+
+    @staticmethod
+    def _softmax(log_p: np.ndarray) -> np.ndarray:
+        p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
+        return p / p.sum(axis=-1, keepdims=True)
+
+    def _m_step(self, log_post: np.ndarray, t: np.ndarray, w: np.ndarray, y: np.ndarray, n_workers: int) -> None:
+        k = self.n_classes
+        n_tasks = log_post.shape[0]
+        # A task with one label says nothing about who is reliable, only about the class mix and biases, and
+        # with many of them EM drifts to the degenerate "every task is class c" fit: leave them out.
+        informative = np.bincount(t, minlength=n_tasks) >= 2
+        label_post = self._softmax(log_post)[t]
+        task_post = self._softmax(log_post)
+        if self._gold:
+            gold_idx, gold_cls = self._gold_arrays()
+            informative[gold_idx] = True
+            task_post[gold_idx] = np.eye(k)[gold_cls]
+            is_gold = np.zeros(n_tasks, dtype=bool)
+            is_gold[gold_idx] = True
+            gold_of = np.zeros(n_tasks, dtype=np.int64)
+            gold_of[gold_idx] = gold_cls
+            on_gold = is_gold[t]
+            label_post[on_gold] = np.eye(k)[gold_of[t[on_gold]]]
+        label_post *= informative[t][:, None]
+        # counts[w, true c, given j] = expected number of times worker w said j when the truth was c.
+        counts = np.zeros((n_workers, k, k))
+        flat = w * k + y
+        for c in range(k):
+            counts[:, c, :] = np.bincount(flat, weights=label_post[:, c], minlength=n_workers * k).reshape(
+                n_workers, k
+            )
+        if self.model == "one_coin":
+            correct = np.einsum("wcc->w", counts)
+            total = counts.sum(axis=(1, 2))
+            pop_acc = (correct.sum() + self.base_strength * self.prior_accuracy) / (
+                total.sum() + self.base_strength
+            )
+            strength = self.worker_strength * k  # one accuracy shares all the per-class pseudo-labels
+            acc = (correct + strength * pop_acc) / (total + strength)
+            acc = np.clip(acc, 1.0 / k + 1e-3, 1.0 - _MIN_PROB)
+            off = (1.0 - acc) / (k - 1)
+            conf = np.repeat(off[:, None, None], k, axis=1).repeat(k, axis=2)
+            conf[:, np.arange(k), np.arange(k)] = acc[:, None]
+            self._pop_log_conf = np.log(prior_confusion(k, float(pop_acc)))
+        else:
+            pooled = counts.sum(axis=0) + self.base_strength * self._base
+            pop = pooled / pooled.sum(axis=1, keepdims=True)
+            conf = counts + self.worker_strength * pop[None, :, :]
+            conf /= conf.sum(axis=2, keepdims=True)
+            self._pop_log_conf = np.log(_normalise_rows(pop))
+        self._log_conf = np.log(_normalise_rows(conf))
+        class_counts = (task_post * informative[:, None]).sum(axis=0) + self.class_strength
+        self._log_prior = np.log(class_counts / class_counts.sum())
+
+    # -- queries ------------------------------------------------------------------------------------------
+
+    @property
+    def class_prior(self) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, np.exp(self._log_prior), strict=True)}
+
+    def _worker_log_conf(self, w: int) -> np.ndarray:
+        return self._log_conf[w] if w < self._log_conf.shape[0] else self._pop_log_conf
+
+    def default_model(self) -> WorkerModel:
+        """The model of a worker not seen yet: the pooled crowd."""
+        return WorkerModel(np.exp(self._pop_log_conf))
+
+    def worker_model(self, worker: str) -> WorkerModel:
+        """Current model of ``worker`` (the crowd prior when unseen or not fitted yet)."""
+        w = self._worker_index.get(worker)
+        if w is None:
+            return self.default_model()
+        n = float(np.count_nonzero(self._workers.view() == w))
+        return WorkerModel(np.exp(self._worker_log_conf(w)), n)
+
+    def models(self) -> dict[str, WorkerModel]:
+        """Snapshot of every known worker's model (for :func:`consensus_posterior` on the decision side)."""
+        return {name: self.worker_model(name) for name in self._worker_index}
+
+    def task_posterior_array(self, task: str) -> np.ndarray:
+        """Posterior of ``task`` under the current models, counting labels added since the last fit."""
+        t = self._task_index.get(task)
+        if t is None:
+            return np.exp(self._log_prior)
+        if t in self._gold:
+            return np.eye(self.n_classes)[self._gold[t]]
+        log_post = self._log_prior.copy()
+        for w, y in self._task_labels[t]:
+            log_post += self._worker_log_conf(w)[:, y]
+        return self._softmax(log_post)
+
+    def task_posterior(self, task: str) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, self.task_posterior_array(task), strict=True)}
+
+    def task_labels(self, task: str) -> list[tuple[str, str]]:
+        """The ``(worker, label)`` pairs seen for ``task``."""
+        t = self._task_index.get(task)
+        if t is None:
+            return []
+        workers = list(self._worker_index)
+        return [(workers[w], self.classes[y]) for w, y in self._task_labels[t]]
