@@ -23,14 +23,22 @@ def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.R
     """Record a checked webhook event, then rescore every task whose submissions or gold changed."""
     connection = connection or _connection()
     parsed = Event.from_dict(event)
-    applied = SubmissionStore(connection, prefix).apply(parsed)
     ledger = Ledger(connection, prefix)
-    tasks = set(applied.tasks)
-    if parsed.project is not None:
-        for task in parsed.tasks:
-            if "gold" in task.meta:
-                ledger.set_meta_gold(parsed.project, task.id, task.meta["gold"])
-                tasks.add(task.id)
+    project = parsed.project
+    gold_tasks = {t.id: t.meta["gold"] for t in parsed.tasks if "gold" in t.meta} if project is not None else {}
+    # The tasks of the event's own submissions are read in the same round trip as the writes.
+    early = sorted({s.task for s in parsed.submissions} | set(gold_tasks)) if project is not None else []
+
+    def then(pipe) -> None:
+        for task, gold in gold_tasks.items():
+            ledger.set_meta_gold(project, task, gold, pipe)
+        for task in early:
+            ledger.queue_read(pipe, project, task)
+
+    applied = SubmissionStore(connection, prefix).apply(parsed, then, (ledger.read_script,))
+    states = dict(zip(early, applied.then_replies[len(gold_tasks):], strict=True))
+    tasks = set(applied.tasks) | set(gold_tasks)
+    if project is not None:
         for task in sorted(tasks):
-            ledger.rescore(parsed.project, task)
+            ledger.rescore(project, task, states.get(task))
     return {"action": parsed.action, "project": parsed.project, "rescored": len(tasks), **applied.counts}

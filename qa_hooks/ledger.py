@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from qa_hooks.events import Submission
 from qa_hooks.scoring import (
@@ -36,6 +37,7 @@ from qa_hooks.scoring import (
     reliability_mean,
     score_task,
 )
+from qa_hooks.store import LuaScript
 
 _STAT_FIELDS = ("gold_n", "gold_sum", "peer_n", "peer_sum", "pair_n", "pair_sum")
 
@@ -144,17 +146,17 @@ class Ledger:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
-        self._read = connection.register_script(_READ_TASK)
-        self._commit = connection.register_script(_COMMIT)
+        self.read_script = LuaScript(_READ_TASK)
+        self._commit = LuaScript(_COMMIT)
 
     def _p(self, project: int) -> str:
         return f"{self.prefix}:p:{project}"
 
     # -- gold -------------------------------------------------------------------------------------------
 
-    def set_meta_gold(self, project: int, task: int, gold: Any) -> None:
+    def set_meta_gold(self, project: int, task: int, gold: Any, pipe: Pipeline | None = None) -> None:
         """Gold from a task's ``meta["gold"]``: a result list, or a label for single-choice configs."""
-        self.redis.hset(f"{self._p(project)}:gold:meta", task, json.dumps(gold))
+        (pipe or self.redis).hset(f"{self._p(project)}:gold:meta", task, json.dumps(gold))
 
     def gold(self, project: int, task: int, label_config: str | None = None) -> list[dict[str, Any]] | None:
         pipe = self.redis.pipeline(transaction=False)
@@ -179,17 +181,24 @@ class Ledger:
 
     # -- rescoring --------------------------------------------------------------------------------------
 
-    def rescore(self, project: int, task: int, max_attempts: int = 20) -> TaskScore | None:
+    def queue_read(self, pipe: Pipeline, project: int, task: int) -> None:
+        """Queue the read of a task's state on ``pipe``; hand its reply to :meth:`rescore` as ``state``."""
+        self.read_script.queue(pipe, [], [self._p(project), task])
+
+    def rescore(self, project: int, task: int, state: list[Any] | None = None,
+                max_attempts: int = 20) -> TaskScore | None:
         """Recompute a task's scores and move the difference into its annotators' records."""
         p = self._p(project)
         for _ in range(max_attempts):
-            state = self._read(args=[p, task])
+            if state is None:
+                state = self.read_script(self.redis, [], [p, task])
             outcome = self._rescore_from(state, p, task)
             if outcome is None:
                 return None
             score, ops, version = outcome
-            if self._commit(args=[f"{p}:task:{task}:score", version, json.dumps(ops)]):
+            if self._commit(self.redis, [], [f"{p}:task:{task}:score", version, json.dumps(ops)]):
                 return score
+            state = None  # someone rescored it meanwhile: read again
         raise RuntimeError(f"task {task} of project {project} kept changing while being rescored")
 
     def _rescore_from(self, state: list[Any], p: str, task: int):

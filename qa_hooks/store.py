@@ -18,13 +18,17 @@ nothing, so a job that runs twice or out of order leaves the same state.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from qa_hooks.events import Event, Submission, TaskInfo
 
@@ -60,10 +64,49 @@ return owner[1]
 CREATED, UPDATED, STALE = 1, 2, 0
 
 
+class LuaScript:
+    """A Lua script run by its SHA1 alone.
+
+    redis-py's ``Script`` asks ``SCRIPT EXISTS`` before every pipeline that holds one, an extra round trip per
+    event; the SHA1 is computed here instead and the script loaded only when Redis answers NOSCRIPT (a
+    restarted or flushed Redis). Everything run through these scripts is idempotent, so a retry is safe.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    def __call__(self, connection: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return connection.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            connection.script_load(self.source)
+            return connection.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def execute_with_scripts(connection: redis.Redis, build: Callable[[Pipeline], None], *scripts: LuaScript) -> list:
+    """Build and run a pipeline that calls ``scripts``, loading them once if Redis lost them."""
+    for attempt in (1, 2):
+        pipe = connection.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return pipe.execute()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                connection.script_load(script.source)
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class Applied:
     counts: dict[str, int]
     tasks: set[int]  # tasks whose live submissions changed
+    then_replies: list[Any] = field(default_factory=list)
 
 
 def _epoch(timestamp: str) -> float:
@@ -79,41 +122,63 @@ class SubmissionStore:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
-        self._upsert = connection.register_script(_UPSERT)
-        self._delete = connection.register_script(_DELETE)
+        self._upsert = LuaScript(_UPSERT)
+        self._delete = LuaScript(_DELETE)
 
     def _p(self, project: int) -> str:
         return f"{self.prefix}:p:{project}"
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    def apply(self, event: Event) -> Applied:
-        """Apply one event; returns counts of what changed and the tasks whose submissions changed."""
+    def apply(
+        self, event: Event, then: Callable[[Pipeline], None] | None = None, extra_scripts: tuple[LuaScript, ...] = ()
+    ) -> Applied:
+        """Apply one event in one round trip; returns what changed and the tasks whose submissions changed.
+
+        ``then`` may queue more commands on the same pipeline (after the writes); their replies come back
+        in ``Applied.then_replies``.
+        """
+        marks: dict[str, int] = {}
+
+        def build(pipe: Pipeline) -> None:
+            if event.project is not None:
+                pipe.sadd(f"{self.prefix}:projects", event.project)
+                if event.project_info:
+                    self.save_project(event.project, event.project_info, pipe)
+                for task in event.tasks:
+                    self.save_task(event.project, task, pipe)
+                for task_id in event.deleted_tasks:
+                    pipe.delete(f"{self._p(event.project)}:task:{task_id}")
+            marks["deletes"] = len(pipe)
+            if event.project is not None:
+                for annotation_id in event.deleted_annotations:
+                    self.delete(event.project, annotation_id, pipe)
+            marks["records"] = len(pipe)
+            for submission in event.submissions:
+                self.record(submission, pipe)
+            marks["then"] = len(pipe)
+            if then is not None:
+                then(pipe)
+
+        replies = execute_with_scripts(self.redis, build, self._upsert, self._delete, *extra_scripts)
+        deletes_at, records_at, then_at = marks["deletes"], marks["records"], marks["then"]
+        deleted, outcomes = replies[deletes_at:records_at], replies[records_at:then_at]
         counts: Counter[str] = Counter()
         touched: set[int] = set()
-        if event.project is not None:
-            self.redis.sadd(f"{self.prefix}:projects", event.project)
-            if event.project_info:
-                self.save_project(event.project, event.project_info)
-            for task in event.tasks:
-                self.save_task(event.project, task)
-            for task_id in event.deleted_tasks:
-                self.redis.delete(f"{self._p(event.project)}:task:{task_id}")
-                counts["tasks_deleted"] += 1
-            for annotation_id in event.deleted_annotations:
-                task = self.delete(event.project, annotation_id)
-                if task is not None:
-                    counts["deleted"] += 1
-                    touched.add(task)
-        for submission in event.submissions:
-            outcome = self.record(submission)
-            counts[{CREATED: "created", UPDATED: "updated", STALE: "stale"}[outcome]] += 1
-            if outcome != STALE:
+        if event.deleted_tasks:
+            counts["tasks_deleted"] = len(event.deleted_tasks)
+        for task in deleted:
+            if task is not None:
+                counts["deleted"] += 1
+                touched.add(int(task))
+        for submission, outcome in zip(event.submissions, outcomes, strict=True):
+            counts[{CREATED: "created", UPDATED: "updated", STALE: "stale"}[int(outcome)]] += 1
+            if int(outcome) != STALE:
                 touched.add(submission.task)
-        return Applied(dict(counts), touched)
+        return Applied(dict(counts), touched, replies[then_at:])
 
-    def record(self, sub: Submission) -> int:
-        """Store one submission version; returns CREATED, UPDATED or STALE."""
+    def record(self, sub: Submission, pipe: Pipeline | None = None) -> int:
+        """Store one submission version; returns CREATED, UPDATED or STALE (queued only, given a pipeline)."""
         p = self._p(sub.project)
         keys = [
             f"{p}:sub:{sub.unique_id}",
@@ -133,25 +198,33 @@ class SubmissionStore:
             sub.task,
             sub.project,
         ]
-        return int(self._upsert(keys=keys, args=args))
+        if pipe is not None:
+            self._upsert.queue(pipe, keys, args)
+            return -1
+        return int(self._upsert(self.redis, keys, args))
 
-    def delete(self, project: int, annotation_id: int) -> int | None:
+    def delete(self, project: int, annotation_id: int, pipe: Pipeline | None = None) -> int | None:
         """Remove a Label Studio annotation from the indexes; returns its task, or None if unknown."""
         p = self._p(project)
-        task = self._delete(keys=[f"{p}:annid:{annotation_id}"], args=[f"{p}:sub:", f"{p}:task:", f"{p}:annotator:"])
+        keys, args = [f"{p}:annid:{annotation_id}"], [f"{p}:sub:", f"{p}:task:", f"{p}:annotator:"]
+        if pipe is not None:
+            self._delete.queue(pipe, keys, args)
+            return None
+        task = self._delete(self.redis, keys, args)
         return int(task) if task is not None else None
 
-    def save_project(self, project: int, info: dict[str, Any]) -> None:
+    def save_project(self, project: int, info: dict[str, Any], pipe: Pipeline | None = None) -> None:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items() if v is not None}
         if fields:
-            self.redis.hset(f"{self._p(project)}:project", mapping=fields)
+            (pipe or self.redis).hset(f"{self._p(project)}:project", mapping=fields)
 
-    def save_task(self, project: int, task: TaskInfo) -> None:
-        self.redis.hset(
+    def save_task(self, project: int, task: TaskInfo, pipe: Pipeline | None = None) -> None:
+        client = pipe or self.redis
+        client.hset(
             f"{self._p(project)}:task:{task.id}",
             mapping={"data": json.dumps(task.data), "meta": json.dumps(task.meta)},
         )
-        self.redis.sadd(f"{self._p(project)}:tasks", task.id)
+        client.sadd(f"{self._p(project)}:tasks", task.id)
 
     # -- reads ------------------------------------------------------------------------------------------
 

@@ -60,3 +60,11 @@ def test_process_event_job_and_summary(redis_conn):
     assert summary["submissions"] == 3
     assert summary["annotators"][2]["submissions"] == 1
     assert summary["annotators"][1]["submissions"] == 2
+
+
+def test_scripts_are_reloaded_after_redis_forgets_them(redis_conn):
+    store = SubmissionStore(redis_conn, "t")
+    redis_conn.script_flush()  # what a Redis restart does to the script cache (our private server)
+    assert store.apply(_created()).counts == {"created": 1}
+    redis_conn.script_flush()
+    assert store.record(_updated().submissions[0]) == UPDATED
