@@ -337,15 +337,11 @@ class OnlineWorkerEstimator:
         counts = np.zeros((n_workers, k, k))
         flat = w * k + y
         for c in range(k):
-            counts[:, c, :] = np.bincount(flat, weights=label_post[:, c], minlength=n_workers * k).reshape(
-                n_workers, k
-            )
+            counts[:, c, :] = np.bincount(flat, weights=label_post[:, c], minlength=n_workers * k).reshape(n_workers, k)
         if self.model == "one_coin":
             correct = np.einsum("wcc->w", counts)
             total = counts.sum(axis=(1, 2))
-            pop_acc = (correct.sum() + self.base_strength * self.prior_accuracy) / (
-                total.sum() + self.base_strength
-            )
+            pop_acc = (correct.sum() + self.base_strength * self.prior_accuracy) / (total.sum() + self.base_strength)
             strength = self.worker_strength * k  # one accuracy shares all the per-class pseudo-labels
             acc = (correct + strength * pop_acc) / (total + strength)
             acc = np.clip(acc, 1.0 / k + 1e-3, 1.0 - _MIN_PROB)
