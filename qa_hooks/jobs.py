@@ -12,7 +12,7 @@ from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
 
 
-def _connection() -> redis.Redis:
+def current_connection() -> redis.Redis:
     job = get_current_job()
     if job is None:
         raise RuntimeError("no connection given and not running inside an RQ job")
@@ -21,7 +21,7 @@ def _connection() -> redis.Redis:
 
 def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict:
     """Record a checked webhook event, then rescore every task whose submissions or gold changed."""
-    connection = connection or _connection()
+    connection = connection or current_connection()
     parsed = Event.from_dict(event)
     ledger = Ledger(connection, prefix)
     project = parsed.project

@@ -24,9 +24,10 @@ TEXTS = ["what a wonderful film", "the plot was dull and slow", "an average afte
 
 
 @pytest.fixture(scope="module")
-def stack(redis_service, log_dir):
+def stack(redis_service, log_dir, labelstudio):
     env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": SECRET,
-           "CROWDGATE_KEY_PREFIX": "it"}
+           "CROWDGATE_KEY_PREFIX": "it", "LABEL_STUDIO_URL": labelstudio.url,
+           "LABEL_STUDIO_API_KEY": labelstudio.token}
     web = start_web(env, log_dir)
     worker = start_worker(env, log_dir)
     yield web, worker, redis.Redis.from_url(redis_service.url)
@@ -95,3 +96,36 @@ def test_label_studio_round_trip(labelstudio, stack):
                           timeout=5)
     assert reply.status_code == 401
     assert store.summary(project)["submissions"] == 4
+
+
+def test_reconciliation_recovers_what_no_webhook_delivered(labelstudio, stack):
+    """Label Studio never retries a webhook: the reconcile job reads the export and records what was missed."""
+    from crowdgate.cron import scheduler
+    from qa_hooks.ledger import Ledger
+
+    _web, _worker, connection = stack
+    seeder = Seeder(labelstudio.url, labelstudio.token)
+    config = label_config("text_classification")
+    project = seeder.create_project("missed webhooks", config)  # no webhook: every event is "lost"
+    task_ids = seeder.import_tasks(project, [{"data": {"text": "fine"}, "meta": {"gold": "Positive"}},
+                                             {"data": {"text": "awful"}}])
+    users = seeder.create_users(["cy@crowdgate.test", "di@crowdgate.test"])
+    for email, label in (("cy@crowdgate.test", "Positive"), ("di@crowdgate.test", "Negative")):
+        seeder.annotate(task_ids[0], users[email], [choice_region(config, "sentiment", [label])])
+    seeder.annotate(task_ids[1], users["di@crowdgate.test"], [], was_cancelled=True)
+    store = SubmissionStore(connection, "it")
+    assert store.summary(project)["submissions"] == 0
+    connection.sadd("it:projects", project)  # crowdgate knows the project (as from any earlier event)
+
+    # RQ's own CronScheduler enqueues the job; the worker process runs it.
+    cron = scheduler(connection, prefix="it")
+    assert [job.name for job in cron.enqueue_jobs()] == ["reconcile_all"]
+    wait_for(lambda: store.summary(project)["submissions"] == 3, timeout=60, what="reconciled submissions")
+    ledger = Ledger(connection, "it")
+    assert ledger.reliability(project, users["cy@crowdgate.test"]).gold_accuracy == 1.0  # gold from meta
+    assert ledger.reliability(project, users["di@crowdgate.test"]).gold_accuracy == 0.0
+    # a second pass changes nothing
+    from qa_hooks.reconcile import LabelStudioReader, reconcile_project
+
+    again = reconcile_project(project, "it", connection, LabelStudioReader(labelstudio.url, labelstudio.token))
+    assert again["created"] == 0 and again["stale"] == 3

@@ -1,0 +1,39 @@
+"""Periodic jobs, scheduled with RQ's own CronScheduler.
+
+    crowdgate-cron           # enqueues reconcile_all every $CROWDGATE_RECONCILE_INTERVAL_S seconds
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import redis
+from rq.cron import CronScheduler
+
+from qa_hooks.config import EVENTS_QUEUE
+from qa_hooks.reconcile import reconcile_all
+
+
+def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:
+    cron = CronScheduler(connection=connection, name=f"crowdgate-cron:{os.getpid()}")
+    cron.register(
+        reconcile_all,
+        queue_name=os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),
+        kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
+        interval=int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")),
+        job_timeout=1800,
+        name="reconcile_all",
+    )
+    return cron
+
+
+def main() -> int:
+    logging.basicConfig(level=os.environ.get("CROWDGATE_LOG_LEVEL", "INFO"))
+    scheduler(redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))).start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

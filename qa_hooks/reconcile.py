@@ -1,0 +1,99 @@
+"""Find what the webhooks missed: read annotations back from Label Studio and record them the same way.
+
+Label Studio delivers each webhook once, inside the annotator's request, with a 1 s timeout and no retry: an
+event that met a 503 (Redis down) or a network fault is gone. ``reconcile_project`` reads the project's export
+(the one API listing that carries each annotation's ``unique_id``) and feeds every annotation through
+:func:`qa_hooks.jobs.process_event`. Recording is idempotent and ordered by ``updated_at``, so what was already
+recorded is left as it is, and only what was missed is added and scored. ``crowdgate-cron`` schedules it for
+every known project. Annotations deleted in Label Studio while no webhook arrived are not detected here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+import requests
+
+from qa_hooks.events import PROJECT_FIELDS, Event, PayloadError, parse_event
+from qa_hooks.jobs import current_connection, process_event
+from qa_hooks.store import SubmissionStore
+
+BATCH_TASKS = 200
+
+
+def events_from_export(project: int, project_info: dict[str, Any], tasks: list[dict[str, Any]]) -> list[Event]:
+    """ANNOTATIONS_CREATED events, one per batch of exported tasks (tasks carry their data and meta)."""
+    events = []
+    for start in range(0, len(tasks), BATCH_TASKS):
+        batch = tasks[start:start + BATCH_TASKS]
+        annotations = [{**a, "task": task["id"], "project": project} for task in batch
+                       for a in task.get("annotations") or []]
+        body = {"action": "ANNOTATIONS_CREATED", "project": {"id": project, **project_info},
+                "annotation": annotations}
+        event = parse_event(body)
+        # every task of the batch, so gold in meta arrives even for tasks nobody has annotated
+        tasks_info = [parse_event({"action": "TASKS_CREATED", "tasks": [t]}).tasks[0] for t in batch]
+        events.append(Event(event.action, project, event.project_info, submissions=event.submissions,
+                            tasks=tasks_info))
+    return events
+
+
+class LabelStudioReader:
+    """Reads one project's settings and export with an admin token."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0) -> None:
+        self.url = (url or os.environ.get("LABEL_STUDIO_URL", "")).rstrip("/")
+        api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY", "")
+        if not self.url or not api_key:
+            raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to read from Label Studio")
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Token {api_key}"
+        self.timeout = timeout
+
+    def project(self, project: int) -> dict[str, Any]:
+        reply = self.http.get(f"{self.url}/api/projects/{project}/", timeout=30)
+        reply.raise_for_status()
+        data = reply.json()
+        return {k: data[k] for k in PROJECT_FIELDS if k in data}
+
+    def export(self, project: int) -> list[dict[str, Any]]:
+        reply = self.http.get(f"{self.url}/api/projects/{project}/export",
+                              params={"exportType": "JSON", "download_all_tasks": "true"}, timeout=self.timeout)
+        reply.raise_for_status()
+        return reply.json()
+
+
+def reconcile_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
+                      reader: LabelStudioReader | None = None) -> dict[str, int]:
+    """Record every annotation of ``project`` that crowdgate does not have yet; returns counts."""
+    connection = connection or current_connection()
+    reader = reader or LabelStudioReader()
+    info = reader.project(project)
+    totals = {"tasks": 0, "created": 0, "updated": 0, "stale": 0, "skipped_invalid": 0}
+    tasks = reader.export(project)
+    totals["tasks"] = len(tasks)
+    try:
+        events = events_from_export(project, info, tasks)
+    except PayloadError:
+        # one odd annotation must not stop the others: fall back to one task at a time
+        events = []
+        for task in tasks:
+            try:
+                events.extend(events_from_export(project, info, [task]))
+            except PayloadError:
+                totals["skipped_invalid"] += 1
+    for event in events:
+        outcome = process_event(event.to_dict(), prefix, connection)
+        for key in ("created", "updated", "stale"):
+            totals[key] += outcome.get(key, 0)
+    return totals
+
+
+def reconcile_all(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[str, int]]:
+    """Reconcile every project crowdgate has seen."""
+    connection = connection or current_connection()
+    reader = LabelStudioReader()
+    return {project: reconcile_project(project, prefix, connection, reader)
+            for project in SubmissionStore(connection, prefix).projects()}
