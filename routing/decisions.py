@@ -41,6 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 from routing.policy import Policy
+from routing.stopping import decide_stop
 
 __all__ = [
     "AnnotatorAction",
@@ -293,12 +294,10 @@ def _stop_met(
             return True, f"leading answer {gap} votes ahead (>= {stop.k})"
         return False, f"leading answer {gap} votes ahead (< {stop.k})"
     assert posterior is not None
-    p = posterior.get(leader, 0.0)
-    if p < stop.threshold:
-        return False, f"posterior {p:.3f} < {stop.threshold}"
-    if lead_votes < stop.min_agreeing:
-        return False, f"posterior {p:.3f} but only {lead_votes} label(s) give it (< {stop.min_agreeing})"
-    return True, f"posterior {p:.3f} >= {stop.threshold} with {lead_votes} agreeing labels"
+    decision = decide_stop(
+        posterior, votes, threshold=stop.threshold, min_labels=overlap.min, min_agreeing=stop.min_agreeing
+    )
+    return decision.stop, decision.reason
 
 
 def decide_task(task: TaskState, policy: Policy) -> TaskDecision:

@@ -126,33 +126,51 @@ def consensus_posterior(
 
 @dataclass(frozen=True)
 class StopDecision:
-    """Whether a task stops, its leading answer, that answer's posterior, and why."""
+    """Whether a task stops, its leading answer, that answer's posterior, and why.
+
+    ``confident`` is False when the task stops only because it ran out of labels (``max_labels``).
+    """
 
     stop: bool
     label: str
     confidence: float
     reason: str
+    confident: bool = False
 
 
 def decide_stop(
     posterior: Mapping[str, float],
-    n_labels: int,
+    votes: Mapping[str, int],
     *,
     threshold: float,
     min_labels: int = 2,
+    min_agreeing: int = 2,
     max_labels: int | None = None,
 ) -> StopDecision:
-    """Stop once ``min_labels`` are in and the leading posterior is >= ``threshold``, or at ``max_labels``."""
+    """crowdgate's stop rule for one task.
+
+    Stop once at least ``min_labels`` labels are in, the leading answer's posterior is >= ``threshold`` and
+    at least ``min_agreeing`` labels give that answer (a single voice never settles a task, however trusted:
+    online reliability estimates are noisy, and on the benchmark crowds one-against-one calls were the least
+    accurate stops). Also stop, unconfident, at ``max_labels``. ``votes`` counts labels per answer.
+    """
     if not posterior:
         raise ValueError("posterior is empty")
+    n_labels = sum(votes.values())
     label, confidence = max(posterior.items(), key=lambda kv: kv[1])
+    agreeing = votes.get(label, 0)
     if n_labels < min_labels:
-        return StopDecision(False, label, confidence, f"{n_labels} of at least {min_labels} labels")
-    if confidence >= threshold:
-        return StopDecision(True, label, confidence, f"posterior {confidence:.3f} >= {threshold}")
+        reason = f"{n_labels} of at least {min_labels} labels"
+    elif confidence < threshold:
+        reason = f"posterior {confidence:.3f} < {threshold}"
+    elif agreeing < min_agreeing:
+        reason = f"posterior {confidence:.3f} but only {agreeing} label(s) give it (< {min_agreeing})"
+    else:
+        reason = f"posterior {confidence:.3f} >= {threshold} with {agreeing} agreeing labels"
+        return StopDecision(True, label, confidence, reason, confident=True)
     if max_labels is not None and n_labels >= max_labels:
-        return StopDecision(True, label, confidence, f"maximum of {max_labels} labels reached")
-    return StopDecision(False, label, confidence, f"posterior {confidence:.3f} < {threshold}")
+        return StopDecision(True, label, confidence, f"maximum of {max_labels} labels reached; {reason}")
+    return StopDecision(False, label, confidence, reason)
 
 
 @dataclass
