@@ -481,6 +481,7 @@ class LLMPredictor:
         for ex_task, ex_result in job.examples:
             ex_values = redaction.mask_data(plan.object_values(ex_task.get("data", ex_task)))
             examples.append((ex_values, redaction.mask_data(plan.answer_from_result(ex_result))))
+        instructions = redaction.mask(job.instructions)
         if redaction.count:
             self._count("redacted_values", redaction.count)
 
@@ -488,7 +489,7 @@ class LLMPredictor:
             return build_messages(
                 plan,
                 sent_values,
-                instructions=redaction.mask(job.instructions),
+                instructions=instructions,
                 examples=examples,
                 schema_in_prompt=mode == "prompt",
                 vision=s.vision,
@@ -622,6 +623,9 @@ class LLMPredictor:
         # probe itself is slow), so a fresh llama.cpp server sees one refused json_schema request, not one per
         # worker.
         locked = state.lock.acquire(timeout=PROBE_WAIT_S) if probing else False
+        if locked and state.mode is not None:  # another thread found the mode meanwhile: no need to hold on
+            state.lock.release()
+            locked = False
         try:
             modes = [s.mode] if s.mode != "auto" else state.candidates(time.monotonic())
             last_error: Exception | None = None

@@ -50,10 +50,11 @@ class TokenBucket:
         with self._lock:
             self._refill()
             need = min(amount, self.capacity)
-            if self._level >= need:
+            # A small tolerance: float refills can land a hair below a whole unit and never quite reach it.
+            if self._level + 1e-9 >= need:
                 self._level -= amount
                 return 0.0
-            return (need - self._level) / self.rate
+            return max((need - self._level) / self.rate, 0.001)
 
     def acquire(self, amount: float = 1.0, timeout: float | None = None) -> bool:
         """Block until ``amount`` is taken; False if that would take longer than ``timeout`` seconds."""

@@ -383,7 +383,7 @@ class ConfigPlan:
 
 
 def locate_spans(text: str, span: str, *, occurrences: str = "all") -> list[tuple[int, int]]:
-    """Character offsets of ``span`` in ``text``: exact, then case-insensitive, then whitespace-tolerant.
+    """Character offsets of ``span`` in ``text``: exact matches, else any case and any run of whitespace.
 
     Matches must sit on word boundaries where the span starts or ends with a word character, so "US" is not
     found inside "USA". ``occurrences="first"`` keeps only the first match.
@@ -395,11 +395,7 @@ def locate_spans(text: str, span: str, *, occurrences: str = "all") -> list[tupl
     left = r"(?<!\w)" if re.match(r"\w", span) else ""
     right = r"(?!\w)" if re.search(r"\w$", span) else ""
     found: list[tuple[int, int]] = []
-    for pattern, flags in (
-        (left + re.escape(span) + right, 0),
-        (left + re.escape(span) + right, re.IGNORECASE),
-        (left + core + right, re.IGNORECASE),
-    ):
+    for pattern, flags in ((left + re.escape(span) + right, 0), (left + core + right, re.IGNORECASE)):
         found = [m.span() for m in re.finditer(pattern, text, flags)]
         if found:
             break
