@@ -5,7 +5,8 @@ Keys (beside those of :mod:`qa_hooks.store`; ``{p}`` prefix, ``{pid}`` project, 
 - ``{p}:p:{pid}:gold:annotation`` (hash): task -> ``{"uid", "result"}`` of its ground-truth annotation.
 - ``{p}:p:{pid}:gold:meta`` (hash): task -> gold answer from the task's ``meta["gold"]`` (a result list, or a
   label for single-choice configs). An annotation marked ground truth wins over ``meta``.
-- ``{p}:p:{pid}:task:{tid}:score`` (hash): ``agreement``, ``consensus``, ``confidence``, ``n``, ``posterior``,
+- ``{p}:p:{pid}:task:{tid}:score`` (hash): ``agreement``, ``consensus``, ``confidence``, ``consensus_share``,
+  ``consensus_reached``, ``n``, ``posterior``,
   ``version`` (bumped by every rescoring).
 - ``{p}:p:{pid}:task:{tid}:contrib`` (hash): annotator -> their :class:`~qa_hooks.scoring.Contribution` (JSON).
 - ``{p}:p:{pid}:annotator:{uid}:stats`` (hash): running sums ``gold_n``, ``gold_sum``, ``peer_n``,
@@ -258,6 +259,8 @@ class Ledger:
                   "agreement": "" if score.agreement is None else repr(score.agreement),
                   "consensus": score.consensus or "",
                   "confidence": "" if score.confidence is None else repr(score.confidence),
+                  "consensus_share": "" if score.consensus_share is None else repr(score.consensus_share),
+                  "consensus_reached": "1" if score.consensus_reached else "0",
                   "posterior": json.dumps(score.posterior)}
         ops.extend(["set", score_key, name, value] for name, value in fields.items())
         return score, ops, version or b"0"
@@ -288,7 +291,8 @@ class Ledger:
             return {}
         number = lambda v: float(v) if v else None  # noqa: E731
         return {"n": int(raw["n"]), "agreement": number(raw["agreement"]), "consensus": raw["consensus"] or None,
-                "confidence": number(raw["confidence"]), "posterior": json.loads(raw["posterior"])}
+                "confidence": number(raw["confidence"]), "consensus_share": number(raw["consensus_share"]),
+                "consensus_reached": raw["consensus_reached"] == "1", "posterior": json.loads(raw["posterior"])}
 
 
 def _contribution_sums(c: Contribution) -> dict[str, float]:

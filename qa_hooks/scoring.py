@@ -33,6 +33,10 @@ from qa_hooks.similarity import compare_results, load_interface
 # without that, peers with no record would carry no weight and nobody's evidence could ever start.
 PRIOR_ALPHA = 3.5
 PRIOR_BETA = 1.5
+# Consensus: enough of the annotators agree with the consensus answer (same label; for other configs a
+# similarity to the medoid of at least MATCH).
+CONSENSUS_THRESHOLD = 2 / 3
+CONSENSUS_MATCH = 0.5
 # Reliability is clipped away from 0 and 1 so one annotator can never decide a posterior alone.
 _CLIP = (0.05, 0.98)
 
@@ -95,6 +99,8 @@ class TaskScore:
     pairs: dict[tuple[str, str], float]
     contributions: dict[int, Contribution]  # annotator -> contribution
     posterior: dict[str, float] = field(default_factory=dict)
+    consensus_share: float | None = None  # share of annotators who agree with the consensus
+    consensus_reached: bool = False  # consensus_share >= the threshold, with 2 or more annotators
 
 
 def reliability_mean(alpha: float, beta: float) -> float:
@@ -124,6 +130,7 @@ def score_task(
     label_config: str,
     control_weights: Mapping[str, Any] | None,
     reliability: Mapping[int, float],
+    consensus_threshold: float = CONSENSUS_THRESHOLD,
 ) -> TaskScore:
     """Score a task. ``reliability`` maps annotator -> current accuracy belief (missing: the prior mean)."""
     prior = reliability_mean(PRIOR_ALPHA, PRIOR_BETA)
@@ -166,6 +173,7 @@ def score_task(
     posterior: dict[str, float] = {}
     consensus: str | None = None
     confidence: float | None = None
+    share: float | None = None
     if cat:
         given = {s.annotator: label_of(s.result, cat.control) for s in subs}
         votes = [(label, rel[a]) for a, label in given.items() if label in cat.classes]
@@ -173,6 +181,7 @@ def score_task(
             posterior = _one_coin_posterior(votes, cat.classes)
             consensus = max(posterior, key=posterior.__getitem__)
             confidence = posterior[consensus]
+            share = sum(1 for label in given.values() if label == consensus) / len(given)
         for sub in subs:
             mine = given[sub.annotator]
             peers = [(label, rel[a]) for a, label in given.items() if a != sub.annotator and label in cat.classes]
@@ -187,17 +196,20 @@ def score_task(
                         key = f"{true_class}\t{mine}"
                         contribution.confusion[key] = contribution.confusion.get(key, 0.0) + p
     elif len(subs) >= 2:
-        best, best_score = None, -1.0
+        medoid, best_score = subs[0], -1.0
         for sub in subs:
             others = [(sim[(sub.annotator, o.annotator)], rel[o.annotator]) for o in subs if o is not sub]
             weight = sum(w for _, w in others)
             contributions[sub.annotator].peer = sum(v * w for v, w in others) / weight if weight else None
             mean = sum(v for v, _ in others) / len(others)
             if mean > best_score:
-                best, best_score = sub.unique_id, mean
-        consensus, confidence = best, best_score
+                medoid, best_score = sub, mean
+        consensus, confidence = medoid.unique_id, best_score
+        agreeing = [o for o in subs if o is medoid or sim[(medoid.annotator, o.annotator)] >= CONSENSUS_MATCH]
+        share = len(agreeing) / len(subs)
 
-    return TaskScore(agreement, consensus, confidence, pairs, contributions, posterior)
+    reached = share is not None and len(subs) >= 2 and share >= consensus_threshold
+    return TaskScore(agreement, consensus, confidence, pairs, contributions, posterior, share, reached)
 
 
 def beta_interval(alpha: float, beta: float, mass: float = 0.9) -> tuple[float, float]:

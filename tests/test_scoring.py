@@ -40,6 +40,7 @@ def test_peers_judge_each_other_and_the_dissenter_loses():
     score = score_task(subs, None, SENTIMENT, None, {})
     assert score.contributions[1].peer > 0.5 > score.contributions[4].peer
     assert score.consensus == "Positive" and score.agreement == pytest.approx(3 / 6)
+    assert score.consensus_share == 0.75 and score.consensus_reached
     # soft confusion counts sum to one task's worth per annotator
     assert sum(score.contributions[4].confusion.values()) == pytest.approx(1.0)
 
@@ -95,6 +96,7 @@ def test_non_categorical_configs_use_weighted_similarity_and_a_medoid():
     assert score.contributions[1].peer == pytest.approx(0.5)
     assert score.contributions[3].peer == 0.0
     assert score.consensus == "u1-2026-01-01T00:00:00Z" and score.confidence == pytest.approx(0.5)
+    assert score.consensus_share == pytest.approx(2 / 3) and score.consensus_reached
 
 
 def test_label_of():
@@ -106,3 +108,9 @@ def test_label_of():
 def test_pair_count(n):
     score = score_task([sub(i, "Positive") for i in range(1, n + 1)], None, SENTIMENT, None, {})
     assert len(score.pairs) == len(list(itertools.combinations(range(n), 2)))
+
+
+def test_split_task_has_no_consensus():
+    score = score_task([sub(1, "Positive"), sub(2, "Negative")], None, SENTIMENT, None, {})
+    assert score.consensus_share == 0.5 and not score.consensus_reached
+    assert not score_task([sub(1, "Positive")], None, SENTIMENT, None, {}).consensus_reached
