@@ -107,7 +107,7 @@ class StopRule:
 
     rule: StopKind = "posterior"
     k: int = 2
-    threshold: float = 0.8
+    threshold: float = 0.9
     min_agreeing: int = 2
     worker_model: WorkerModelKind = "confusion"
     prior_accuracy: float = 0.7

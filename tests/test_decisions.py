@@ -289,15 +289,15 @@ def test_flagged_submission_ignored_when_disabled_or_not_newest_or_capped() -> N
 
 
 def test_posterior_stop_at_exact_threshold() -> None:
-    d = decide_task(task(lab("A", "a"), lab("A", "b"), posterior={"A": 0.8, "B": 0.2}), P)
+    d = decide_task(task(lab("A", "a"), lab("A", "b"), posterior={"A": 0.9, "B": 0.1}), P)
     assert d.action is TaskAction.FINAL and d.label == "A" and d.evidence["confident"] is True
-    assert d.reason == "posterior 0.800 >= 0.8 with 2 agreeing labels"
+    assert d.reason == "posterior 0.900 >= 0.9 with 2 agreeing labels"
 
 
 def test_posterior_below_threshold_needs_more() -> None:
-    d = decide_task(task(lab("A", "a"), lab("A", "b"), posterior={"A": 0.7999, "B": 0.2001}), P)
+    d = decide_task(task(lab("A", "a"), lab("A", "b"), posterior={"A": 0.8999, "B": 0.1001}), P)
     assert d.action is TaskAction.NEED_MORE
-    assert d.reason == "2 of at most 5 labels; posterior 0.800 < 0.8"
+    assert d.reason == "2 of at most 5 labels; posterior 0.900 < 0.9"
 
 
 def test_posterior_needs_min_agreeing_labels() -> None:
