@@ -1,0 +1,57 @@
+"""The Label Studio harness itself: the port it really took, and PostgreSQL instead of SQLite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+import requests
+
+from scripts.labelstudio import LabelStudioServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_busy_port_is_read_from_the_log_not_assumed():
+    port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        server = LabelStudioServer(port=port)
+        try:
+            ls = server.start()
+            assert not ls.url.endswith(f":{port}")  # it moved, silently
+            assert requests.get(f"{ls.url}/api/projects/", headers=ls.headers(), timeout=10).status_code == 200
+            pid = ls.pid
+        finally:
+            server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped by its PID
+
+
+def _psql(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tA", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("psql") is None or _psql("-c", "select 1").returncode != 0
+                    if shutil.which("psql") else True, reason="no PostgreSQL answers on 127.0.0.1:5432")
+def test_postgresql_when_django_db_is_set(monkeypatch):
+    database = f"crowdgate_test_{uuid.uuid4().hex[:8]}"
+    assert _psql("-c", f"create database {database}").returncode == 0
+    try:
+        for name, value in {"DJANGO_DB": "default", "POSTGRE_NAME": database, "POSTGRE_USER": "postgres",
+                            "POSTGRE_PASSWORD": "", "POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": "5432"}.items():
+            monkeypatch.setenv(name, value)
+        with LabelStudioServer() as ls:
+            created = requests.post(f"{ls.url}/api/projects/", headers=ls.headers(), timeout=30,
+                                    json={"title": "on postgres"})
+            assert created.status_code == 201
+        tables = _psql("-c", "select count(*) from project", database)
+        assert tables.returncode == 0 and tables.stdout.strip() == "1"  # the project lives in PostgreSQL
+    finally:
+        _psql("-c", f"drop database if exists {database} with (force)")
