@@ -716,10 +716,9 @@ class LLMPredictor:
                 self._log_once(f"budget:{project}", "LLM budget of $%.2f for project %s is used up: no more model "
                                "calls for it", s.budget_usd, project)
                 raise BudgetExceeded(project)
-        # A mode probe gets one quick retry on 5xx: a refusal repeats at once, an outage usually does not.
-        retries = min(1, s.max_retries) if probing else s.max_retries
+        attempt = 0
         try:
-            for attempt in range(retries + 1):
+            while True:
                 self.limiter.acquire(estimate)
                 try:
                     self._count("calls")
@@ -729,13 +728,18 @@ class LLMPredictor:
                 except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
                     self.limiter.settle(estimate, 0)
                     status = getattr(exc, "status_code", None)
-                    if attempt >= retries or (probing and status in (400, 404, 415, 422, 501)):
+                    # A mode probe gets one quick retry on 5xx: a refusal repeats at once, an outage usually
+                    # does not. Rate limits and network errors get the full policy.
+                    quick = probing and isinstance(exc, openai.InternalServerError)
+                    limit = min(1, s.max_retries) if quick else s.max_retries
+                    if attempt >= limit or (quick and status == 501):
                         raise
-                    delay = self._backoff(attempt, exc, short=probing)
+                    delay = self._backoff(attempt, exc, short=quick)
                     self._count("retries")
                     log.info("LLM call failed (%s), retry %d in %.2fs", status or type(exc).__name__,
                              attempt + 1, delay)
                     self._sleep(delay)
+                    attempt += 1
                 except openai.APIStatusError:
                     self.limiter.settle(estimate, 0)
                     raise

@@ -337,6 +337,16 @@ def test_retries_on_429_and_5xx() -> None:
     assert p.counters()["retries"] == 3
 
 
+def test_rate_limit_during_mode_probe_gets_the_full_retry_policy() -> None:
+    with OpenAIStub(sentiment_answer) as stub:
+        p = make(stub)  # auto: the first call probes json_schema
+        stub.fail_next(429, 429, 429, retry_after="0")
+        out = p.predict(tasks_of({"text": "good"}), SENTIMENT)
+        assert out[0] is not None and stub.statuses == [429, 429, 429, 200]
+        assert p.counters().get("mode_fallbacks", 0) == 0
+        assert endpoint_state(stub.base_url, p.settings.model).mode == "json_schema"
+
+
 def test_retries_give_up_and_bad_requests_are_not_retried() -> None:
     with OpenAIStub(sentiment_answer) as stub:
         p = make(stub, mode="json_schema", max_retries=2, logprobs=False)
