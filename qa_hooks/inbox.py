@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -16,11 +18,16 @@ FAILED_JOB_TTL_S = 30 * 24 * 3600
 
 
 class Inbox:
-    def __init__(self, connection: redis.Redis, queue: str, prefix: str, dedup_ttl_s: int) -> None:
+    """``job`` is what the worker runs for each event: ``process_event`` (record and score) by default; the
+    assembled service (``crowdgate.web``) passes one that also routes."""
+
+    def __init__(self, connection: redis.Redis, queue: str, prefix: str, dedup_ttl_s: int,
+                 job: Callable[..., Any] = process_event) -> None:
         self.redis = connection
         self.queue = Queue(queue, connection=connection)
         self.prefix = prefix
         self.dedup_ttl_s = dedup_ttl_s
+        self.job = job
 
     def put(self, event: Event) -> tuple[str, str | None]:
         """Enqueue the event's unseen items; returns ("queued", job id) or ("duplicate", None).
@@ -41,7 +48,7 @@ class Inbox:
             # RQ writes the job into our pipeline: one round trip persists it.
             pipe = self.redis.pipeline()
             job = self.queue.enqueue(
-                process_event,
+                self.job,
                 todo.to_dict(),
                 self.prefix,
                 retry=RETRY,

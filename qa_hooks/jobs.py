@@ -41,4 +41,6 @@ def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.R
     if project is not None:
         for task in sorted(tasks):
             ledger.rescore(project, task, states.get(task))
-    return {"action": parsed.action, "project": parsed.project, "rescored": len(tasks), **applied.counts}
+    annotators = sorted({s.annotator for s in parsed.submissions})
+    return {"action": parsed.action, "project": project, "rescored": len(tasks), "tasks": sorted(tasks),
+            "annotators": annotators, **applied.counts}

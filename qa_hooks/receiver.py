@@ -9,6 +9,8 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from flask import Blueprint, current_app, jsonify, request
@@ -17,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from qa_hooks.config import HookSettings
 from qa_hooks.events import PayloadError, parse_body
 from qa_hooks.inbox import Inbox
+from qa_hooks.jobs import process_event
 
 SECRET_HEADER = "X-Crowdgate-Secret"
 log = logging.getLogger(__name__)
@@ -71,8 +74,8 @@ def health():
     return jsonify({"status": "UP"})
 
 
-def init_hooks(app, settings: HookSettings | None = None) -> None:
-    """Attach the receiver and its Redis connection to ``app``."""
+def init_hooks(app, settings: HookSettings | None = None, job: Callable[..., Any] = process_event) -> None:
+    """Attach the receiver and its Redis connection to ``app``; ``job`` is the RQ job run for each event."""
     settings = settings or HookSettings.from_env()
     if not settings.webhook_secret:
         log.warning("CROWDGATE_WEBHOOK_SECRET is empty: every webhook will be refused with 401")
@@ -81,7 +84,7 @@ def init_hooks(app, settings: HookSettings | None = None) -> None:
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
     )
-    inbox = Inbox(connection, settings.queue, settings.key_prefix, settings.dedup_ttl_s)
+    inbox = Inbox(connection, settings.queue, settings.key_prefix, settings.dedup_ttl_s, job)
     app.extensions["crowdgate.hooks"] = {"settings": settings, "inbox": inbox}
     current = app.config.get("MAX_CONTENT_LENGTH")
     app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)
