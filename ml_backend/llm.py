@@ -309,6 +309,8 @@ class LLMPredictor:
         self._spent: dict[str, float] = {}
         self._logged: set[str] = set()
         self._sleep = sleep
+        if s.budget_usd > 0 and not (s.price_in or s.price_out):
+            log.warning("CROWDGATE_LLM_BUDGET_USD is set but both prices are 0: the budget cannot be enforced")
 
     # ----- bookkeeping ---------------------------------------------------------------------------------
 
@@ -781,6 +783,19 @@ class LLMPredictor:
         base = 0.1 if short else s.backoff_base_s
         # Full jitter keeps concurrent workers from retrying in lockstep.
         return min(s.backoff_max_s, base * 2**attempt) * (0.5 + random.random() / 2)
+
+
+_DEFAULT: LLMPredictor | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_predictor() -> LLMPredictor:
+    """The process-wide predictor from the environment, made on first use (after a pre-fork server forks)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = LLMPredictor(LLMSettings.from_env())
+        return _DEFAULT
 
 
 def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:

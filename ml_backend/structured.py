@@ -16,7 +16,9 @@ labels only the first. Offsets are Python code-point offsets, which is what Labe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -57,6 +59,8 @@ class ControlSpec:
     hints: dict[str, str] = field(default_factory=dict)  # stored label -> its hint attribute
     multiple: bool = False
     max_rating: int = 5
+    minimum: float | None = None  # Number bounds
+    maximum: float | None = None
     paths: list[list[str]] = field(default_factory=list)  # taxonomy: every root-to-node path (stored values)
     hint: str = ""
 
@@ -159,7 +163,12 @@ class ConfigPlan:
         if c.tag == "rating":
             return {"type": "integer", "minimum": 1, "maximum": c.max_rating}
         if c.tag == "number":
-            return {"type": "number"}
+            out: dict[str, Any] = {"type": "number"}
+            if c.minimum is not None:
+                out["minimum"] = c.minimum
+            if c.maximum is not None:
+                out["maximum"] = c.maximum
+            return out
         if c.tag == "textarea":
             return {"type": "string"}
         if c.tag == "taxonomy":
@@ -278,7 +287,9 @@ class ConfigPlan:
                 return None
             return [self._region(c, {"rating": int(raw)})], int(raw), [str(int(raw))]
         if c.tag == "number":
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+                return None
+            if (c.minimum is not None and raw < c.minimum) or (c.maximum is not None and raw > c.maximum):
                 return None
             return [self._region(c, {"number": raw})], raw, [json.dumps(raw)]
         if c.tag == "textarea":
@@ -467,6 +478,10 @@ def build_plan(config: str, vision: bool = False) -> ConfigPlan:
             spec.multiple = str(ctl.attr.get("choice", "single")).lower() == "multiple"
         if tag == "rating":
             spec.max_rating = int(ctl.attr.get("maxRating", 5))
+        if tag == "number":
+            for attr, slot in (("min", "minimum"), ("max", "maximum")):
+                with contextlib.suppress(TypeError, ValueError):
+                    setattr(spec, slot, float(ctl.attr.get(attr)))
         if tag == "pairwise" and len(objs) != 2:
             skipped[ctl.name] = "pairwise needs exactly two objects"
             continue

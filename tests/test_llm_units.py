@@ -263,3 +263,12 @@ def test_prelabel_project_writes_predictions_in_batches() -> None:
         sdk2 = FakeSDK(tasks)
         counts = prelabel_project(sdk2, 3, p, task_ids=[2, 3], label_config=SENTIMENT, instructions="")
         assert counts["written"] == 2 and sdk2.list_calls == []
+
+
+def test_number_control_bounds() -> None:
+    plan = build_plan('<View><Text name="t" value="$t"/><Number name="n" toName="t" min="0" max="10"/></View>')
+    assert plan.json_schema()["properties"]["n"] == {"type": "number", "minimum": 0.0, "maximum": 10.0}
+    assert plan.parse_answer({"n": 3}, {"t": "x"}).regions[0]["value"] == {"number": 3}
+    assert plan.parse_answer({"n": 11}, {"t": "x"}).problems["invalid_value"] == 1
+    unbounded = build_plan('<View><Text name="t" value="$t"/><Number name="n" toName="t"/></View>')
+    assert unbounded.json_schema()["properties"]["n"] == {"type": "number"}
