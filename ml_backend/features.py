@@ -255,6 +255,10 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
     def embed(self, texts: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
         if embedder is None:
             from ml_backend.embeddings import embed as embedder
