@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from scripts import processes
+from scripts.processes import free_port
 
 LS_VERSION = "1.23.2"
 CACHE_DIR = Path(os.environ.get("CROWDGATE_CACHE", Path.home() / ".cache" / "crowdgate"))
@@ -44,12 +46,6 @@ class LabelStudioError(RuntimeError):
 
 def default_venv() -> Path:
     return Path(os.environ.get("CROWDGATE_LS_VENV", CACHE_DIR / f"label-studio-{LS_VERSION}"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -190,11 +186,7 @@ class LabelStudioServer:
         log_path = self.data_dir.parent / "label-studio.log"
         cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
         cmd += ["--data-dir", str(self.data_dir)]
-        with open(log_path, "ab") as log:
-            # Its own session, so stop() can end the server and everything it spawned by this PID alone.
-            self._process = subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        self._process = processes.spawn(cmd, log_path, env)
         try:
             url = self._wait_ready(log_path, timeout)
         except BaseException:
@@ -217,7 +209,8 @@ class LabelStudioServer:
         url = None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise LabelStudioError(f"Label Studio exited with {self._process.returncode}:\n{_tail(log_path)}")
+                code = self._process.returncode
+                raise LabelStudioError(f"Label Studio exited with {code}:\n{processes.tail(log_path)}")
             if url is None:
                 # A busy port makes Label Studio start silently on port+1: trust the log, not the request.
                 match = _PORT_LINE.search(log_path.read_text(errors="replace"))
@@ -233,19 +226,11 @@ class LabelStudioServer:
                     if reply.status_code == 200:
                         return url
             time.sleep(0.3)
-        raise LabelStudioError(f"Label Studio did not answer within {timeout:.0f} s:\n{_tail(log_path)}")
+        raise LabelStudioError(f"Label Studio did not answer within {timeout:.0f} s:\n{processes.tail(log_path)}")
 
     def stop(self, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        processes.stop(process, timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -255,13 +240,6 @@ class LabelStudioServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 import redis
 import requests
 
-from scripts.labelstudio import free_port
+from scripts import processes
+from scripts.processes import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -42,33 +42,18 @@ class Service:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        processes.stop(process, timeout)
         for step in self.cleanup:
             step()
         self.cleanup.clear()
 
     def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return processes.tail(self.log_path, lines)
 
 
 def _spawn(name: str, cmd: list[str], env: dict[str, str] | None, log_dir: Path) -> tuple[subprocess.Popen, Path]:
     log_path = log_dir / f"{name}.log"
-    with open(log_path, "ab") as log:
-        # A session of its own, so the whole process group goes with stop().
-        process = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    return process, log_path
+    return processes.spawn(cmd, log_path, env), log_path
 
 
 def _wait(check: Callable[[], bool], service: Service, timeout: float) -> None:

@@ -11,7 +11,8 @@ import uuid
 import pytest
 import requests
 
-from scripts.labelstudio import LabelStudioServer, free_port
+from scripts.labelstudio import LabelStudioServer
+from scripts.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from rq import Queue, SimpleWorker
 from qa_hooks.app import create_app
 from qa_hooks.config import HookSettings
 from qa_hooks.store import SubmissionStore
-from scripts.labelstudio import free_port
+from scripts.processes import free_port
 from tests.conftest import fixture_json
 
 SECRET = "s3cr3t-for-tests"
