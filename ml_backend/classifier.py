@@ -159,7 +159,8 @@ class EmbeddingClassifier:
             model: Any = self._fit_multilabel(X, targets, classes)
             calibrated = False
         else:
-            model, calibrated = self._fit_single(X, [t[0] for t in targets], classes, counts)
+            model, calibrated, columns = self._fit_single(X, [t[0] for t in targets], classes, counts)
+            self._columns = columns
 
         self.classes = classes
         self._model = model
@@ -175,17 +176,17 @@ class EmbeddingClassifier:
 
     def _fit_single(
         self, X: np.ndarray, y_labels: list[str], classes: tuple[str, ...], counts: Counter[str]
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, bool, list[int]]:
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[v] for v in y_labels])
-        calibrate = min(counts.values()) >= self.calibrate_min_per_class
+        # 3-fold calibration needs at least 3 examples of every class whatever the setting says.
+        calibrate = min(counts.values()) >= max(self.calibrate_min_per_class, 3)
         model: Any = self._base()
         if calibrate:
             # ensemble=False: one regression on all the data, sigmoid fitted on its out-of-fold scores.
             model = CalibratedClassifierCV(model, method="sigmoid", cv=3, ensemble=False)
         model.fit(X, y)
-        self._columns = [int(c) for c in model.classes_]
-        return model, calibrate
+        return model, calibrate, [int(c) for c in model.classes_]
 
     def _fit_multilabel(self, X: np.ndarray, targets: list[list[str]], classes: tuple[str, ...]) -> list[Any]:
         per_choice: list[Any] = []

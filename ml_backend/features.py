@@ -290,8 +290,12 @@ DEFAULT_CACHE = EmbeddingCache()
 
 
 def embed_texts(texts: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
-    """Embeddings through the process-wide cache."""
-    return DEFAULT_CACHE.embed(texts, embedder)
+    """MiniLM embeddings through the process-wide cache; a custom ``embedder`` bypasses the cache."""
+    if embedder is not None:
+        # The cache is keyed by text alone, so it may only ever hold vectors of the default model.
+        vectors = embedder(list(texts)) if texts else np.zeros((0, 384))
+        return np.asarray(vectors, dtype=np.float32)
+    return DEFAULT_CACHE.embed(texts)
 
 
 def task_embedding(task_text_lists: Sequence[Sequence[str]], embedder: Embedder | None = None) -> np.ndarray:

@@ -8,11 +8,12 @@ import itertools
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ml_backend import artifacts
+from ml_backend import artifacts, features
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.features import NotTrainedError, parse_label_config, task_texts
 
@@ -74,6 +75,17 @@ def test_parse_label_config_finds_text_fields_and_controls():
     assert topics.fields == ("html",) and topics.control is not None and topics.control.multiple
     assert task_texts({"data": {"html": "<p>Hello&amp; <b>bye</b></p>"}}, topics.fields) == ["Hello& bye"]
     assert task_texts({"text": "bare data dict"}, ("text", "hypothesis")) == ["bare data dict", ""]
+    # The shipped RTE config: Header tags are not data, and aliases are what results carry.
+    rte = parse_label_config((Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text())
+    assert rte.fields == ("text", "hypothesis")
+    assert rte.control is not None and rte.control.choices == ("1", "0") and not rte.control.multiple
+
+
+def test_custom_embedder_bypasses_the_shared_cache():
+    before = len(features.DEFAULT_CACHE)
+    vectors = features.embed_texts(["a text only the test double has seen"], hashed_embedder)
+    assert vectors.shape == (1, 384) and vectors.dtype == np.float32
+    assert len(features.DEFAULT_CACHE) == before
 
 
 def test_learns_separable_sentiment_with_calibrated_probabilities(minilm_classifier: EmbeddingClassifier):
