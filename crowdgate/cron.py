@@ -1,6 +1,7 @@
 """Periodic jobs, scheduled with RQ's own CronScheduler.
 
-    crowdgate-cron           # enqueues reconcile_all every $CROWDGATE_RECONCILE_INTERVAL_S seconds
+    crowdgate-cron           # reconcile_all every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
+                             # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import redis
 from rq.cron import CronScheduler
 
 from qa_hooks.config import EVENTS_QUEUE
+from qa_hooks.jobs import refresh_flags
 from qa_hooks.reconcile import reconcile_all
 
 
@@ -25,6 +27,14 @@ def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronSchedul
         interval=int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")),
         job_timeout=1800,
         name="reconcile_all",
+    )
+    cron.register(
+        refresh_flags,
+        queue_name=os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),
+        kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
+        interval=int(os.environ.get("CROWDGATE_FLAGS_INTERVAL_S", "60")),
+        job_timeout=600,
+        name="refresh_flags",
     )
     return cron
 

@@ -44,3 +44,11 @@ def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.R
     annotators = sorted({s.annotator for s in parsed.submissions})
     return {"action": parsed.action, "project": project, "rescored": len(tasks), "tasks": sorted(tasks),
             "annotators": annotators, **applied.counts}
+
+
+def refresh_flags(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[int, list[str]]]:
+    """Re-evaluate the low-effort and fraud signals of every annotator of every project."""
+    connection = connection or current_connection()
+    store, ledger = SubmissionStore(connection, prefix), Ledger(connection, prefix)
+    return {project: {a: [f.name for f in flags] for a, flags in ledger.refresh_flags(project, store).items()}
+            for project in store.projects()}

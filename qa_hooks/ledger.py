@@ -12,6 +12,7 @@ Keys (beside those of :mod:`qa_hooks.store`; ``{p}`` prefix, ``{pid}`` project, 
 - ``{p}:p:{pid}:annotator:{uid}:stats`` (hash): running sums ``gold_n``, ``gold_sum``, ``peer_n``,
   ``peer_sum``, ``pair_n``, ``pair_sum``.
 - ``{p}:p:{pid}:annotator:{uid}:confusion`` (hash): ``"true\\tgiven"`` -> (soft) count.
+- ``{p}:p:{pid}:flags`` (hash): annotator -> their low-effort and fraud signals (JSON), see ``qa_hooks.signals``.
 
 Rescoring a task computes its contributions afresh and adds only the difference to each annotator's sums, under
 a version check on the task, so the work per event is proportional to the annotations on that task and
@@ -38,7 +39,8 @@ from qa_hooks.scoring import (
     reliability_mean,
     score_task,
 )
-from qa_hooks.store import LuaScript
+from qa_hooks.signals import Flag, annotator_flags, class_prior, given_counts
+from qa_hooks.store import LuaScript, SubmissionStore
 
 _STAT_FIELDS = ("gold_n", "gold_sum", "peer_n", "peer_sum", "pair_n", "pair_sum")
 
@@ -284,6 +286,35 @@ class Ledger:
         raw = pipe.execute()
         return {a: reliability_from_stats(a, _floats(raw[2 * i]), _floats(raw[2 * i + 1]))
                 for i, a in enumerate(annotators)}
+
+    def refresh_flags(self, project: int, store: SubmissionStore) -> dict[int, list[Flag]]:
+        """Evaluate every annotator's low-effort and fraud signals; stores them and returns the flagged ones."""
+        annotators = store.annotators(project)
+        records = self.reliabilities(project, annotators)
+        prior = class_prior([r.confusion for r in records.values()])
+        project_times = store.lead_times(project)
+        pipe = self.redis.pipeline(transaction=False)
+        for annotator in annotators:
+            pipe.lrange(f"{self._p(project)}:annotator:{annotator}:lead_times", 0, -1)
+        times = {a: [float(v) for v in raw] for a, raw in zip(annotators, pipe.execute(), strict=True)}
+        flagged: dict[int, list[Flag]] = {}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(f"{self._p(project)}:flags")
+        for annotator, record in records.items():
+            flags = annotator_flags(
+                lead_times=times[annotator], project_lead_times=project_times, given=given_counts(record.confusion),
+                class_prior=prior, gold_n=record.gold_n, gold_high=record.gold_high, evidence=record.evidence,
+                reliability_high=record.high,
+            )
+            if flags:
+                flagged[annotator] = flags
+                pipe.hset(f"{self._p(project)}:flags", annotator, json.dumps([f.__dict__ for f in flags]))
+        pipe.execute()
+        return flagged
+
+    def flags(self, project: int, annotator: int) -> list[Flag]:
+        raw = self.redis.hget(f"{self._p(project)}:flags", annotator)
+        return [Flag(**f) for f in json.loads(raw)] if raw else []
 
     def task_score(self, project: int, task: int) -> dict[str, Any]:
         raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:task:{task}:score").items()}

@@ -11,6 +11,7 @@ Keys (``{p}`` is the key prefix, ``cg`` by default; ``{pid}`` a Label Studio pro
 - ``{p}:p:{pid}:annid:{annotation_id}`` (string): the unique id now behind a Label Studio annotation id.
 - ``{p}:p:{pid}:annotators``, ``{p}:p:{pid}:tasks`` (sets): annotators and tasks seen.
 - ``{p}:p:{pid}:task:{tid}`` (hash): the task's ``data`` and ``meta`` (JSON).
+- ``{p}:p:{pid}:annotator:{uid}:lead_times`` / ``{p}:p:{pid}:lead_times`` (lists): the last 100 / 2,000 lead times.
 
 Writes are idempotent: a submission version older than the stored one, or one already deleted, changes
 nothing, so a job that runs twice or out of order leaves the same state.
@@ -45,6 +46,12 @@ redis.call('SADD', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[6], ARGV[6])
 redis.call('SADD', KEYS[7], ARGV[7])
 if cur[1] then return 2 end
+if ARGV[8] ~= '' then
+  redis.call('LPUSH', KEYS[8], ARGV[8])
+  redis.call('LTRIM', KEYS[8], 0, 99)
+  redis.call('LPUSH', KEYS[9], ARGV[8])
+  redis.call('LTRIM', KEYS[9], 0, 1999)
+end
 return 1
 """
 
@@ -188,6 +195,8 @@ class SubmissionStore:
             f"{p}:annotators",
             f"{p}:tasks",
             f"{self.prefix}:projects",
+            f"{p}:annotator:{sub.annotator}:lead_times",
+            f"{p}:lead_times",
         ]
         args = [
             json.dumps(sub.to_dict(), separators=(",", ":")),
@@ -197,6 +206,8 @@ class SubmissionStore:
             sub.annotator,
             sub.task,
             sub.project,
+            # lead times of first versions only, for the low-effort signal (skips say nothing about effort)
+            "" if sub.lead_time is None or sub.was_cancelled else repr(sub.lead_time),
         ]
         if pipe is not None:
             self._upsert.queue(pipe, keys, args)
@@ -259,6 +270,12 @@ class SubmissionStore:
 
     def projects(self) -> list[int]:
         return sorted(int(p) for p in self.redis.smembers(f"{self.prefix}:projects"))
+
+    def lead_times(self, project: int, annotator: int | None = None) -> list[float]:
+        """Recent lead times of an annotator, or of the whole project."""
+        key = f"{self._p(project)}:annotator:{annotator}:lead_times" if annotator is not None else \
+            f"{self._p(project)}:lead_times"
+        return [float(v) for v in self.redis.lrange(key, 0, -1)]
 
     def project_info(self, project: int) -> dict[str, str]:
         raw = self.redis.hgetall(f"{self._p(project)}:project")
