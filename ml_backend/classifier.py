@@ -6,11 +6,12 @@ A task becomes its text's embedding, or for two-text configs (premise/hypothesis
 strongly L2-regularised LogisticRegression is fitted on top.
 
 Probabilities. With at least ``calibrate_min_per_class`` examples in every class the regression is wrapped
-in scikit-learn's CalibratedClassifierCV (Platt/sigmoid, 3-fold, one final model): on RTE, where MiniLM
-carries almost no entailment signal, plain LR scores reach 0.94 while being right 55 % of the time, and
-calibration pulls them back to ≤ 0.65. Below that size there is too little data to calibrate on, and the plain
-(regularised) LR probabilities are returned. Multi-label configs get one binary regression per choice
-(one-vs-rest), never calibrated.
+in scikit-learn's CalibratedClassifierCV (Platt/sigmoid, 3 shuffled folds, one final model). On RTE, where
+MiniLM carries little entailment signal (5-fold accuracy ≈ 0.575), plain LR is over-confident (mean confidence
+0.70, log loss 0.76, worse than a coin's 0.693) and the calibrated model is not (mean confidence 0.565, log
+loss 0.688, same accuracy); on a learnable problem calibration changes little. Below that size there is too
+little data to calibrate on, and the plain (regularised) LR probabilities are returned. Multi-label configs
+get one binary regression per choice (one-vs-rest), never calibrated.
 
 Too little data (fewer than ``min_examples`` usable examples or fewer than two classes) leaves the model
 untrained: ``fit`` returns False, ``skip_reason`` says why, and predicting raises ``NotTrainedError`` so the
@@ -28,6 +29,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -184,7 +186,10 @@ class EmbeddingClassifier:
         model: Any = self._base()
         if calibrate:
             # ensemble=False: one regression on all the data, sigmoid fitted on its out-of-fold scores.
-            model = CalibratedClassifierCV(model, method="sigmoid", cv=3, ensemble=False)
+            # Shuffled folds: exports are often sorted (RTE's gold drifts from 75 % to 3 % "1" along the
+            # file), and unshuffled folds then teach the calibrator to flip the scores.
+            folds = StratifiedKFold(3, shuffle=True, random_state=0)
+            model = CalibratedClassifierCV(model, method="sigmoid", cv=folds, ensemble=False)
         model.fit(X, y)
         return model, calibrate, [int(c) for c in model.classes_]
 
