@@ -11,6 +11,10 @@ labels seen so far, warm-started from the previous fit, with Dirichlet priors th
 the pooled crowd (empirical Bayes, as in Raykar et al. 2010, "Learning from crowds", JMLR 11) so that new
 workers start at the crowd's average and gold answers, when revealed, pin the tasks they belong to.
 
+The posteriors assume independent errors. Where hard items fool several workers alike (the dog crowd: two
+agreeing labels are right 82% of the time, while even a Dawid–Skene fit on all its labels says 91%), they are
+over-confident, so the threshold that reaches a target accuracy differs between crowds (bench/overlap.py).
+
 Everything here is pure computation: no I/O, no clocks, no randomness.
 """
 
@@ -199,9 +203,15 @@ class OnlineWorkerEstimator:
     with few labels stay near the crowd average (Raykar et al. 2010 style empirical Bayes). With
     ``model="one_coin"`` each worker has a single accuracy (Beta prior) instead of a full matrix.
 
+    Three guards keep the early fits, made from two or three labels per task, from running away (each was
+    seen on the benchmark crowds): tasks with a single label are left out of the M-step; the class prior has
+    a heavy Dirichlet prior (``class_strength`` pseudo-tasks per class); and a fit whose pooled crowd prefers
+    some wrong label over the right one (the mirror solution) is restarted from the plain vote shares.
+
     The fit is refreshed after every ``refit_fraction`` growth in the number of labels (at least every
     label early on, at most every ``refit_every`` labels later), with ``em_iterations`` EM steps each time;
-    :meth:`refit` forces one. Gold answers passed to :meth:`reveal_gold` clamp their task's posterior.
+    :meth:`refit` forces one. Replaying 10,000 labels takes about a second. Gold answers passed to
+    :meth:`reveal_gold` clamp their task's posterior and so teach the worker models.
     """
 
     def __init__(
@@ -217,7 +227,6 @@ class OnlineWorkerEstimator:
         em_iterations: int = 4,
         class_strength: float = 50.0,
     ) -> None:
-        self.class_strength = class_strength
         if model not in ("confusion", "one_coin"):
             raise ValueError(f"model must be 'confusion' or 'one_coin', got {model!r}")
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
@@ -225,7 +234,7 @@ class OnlineWorkerEstimator:
         self.n_classes = len(self.classes)
         if not 1.0 / self.n_classes < prior_accuracy < 1.0:
             raise ValueError(f"prior_accuracy must be above chance (1/{self.n_classes}) and below 1")
-        if base_strength <= 0 or worker_strength <= 0:
+        if base_strength <= 0 or worker_strength <= 0 or class_strength <= 0:
             raise ValueError("prior strengths must be positive")
         if refit_every < 1 or not 0 < refit_fraction <= 1 or em_iterations < 1:
             raise ValueError("refit_every >= 1, 0 < refit_fraction <= 1 and em_iterations >= 1 are required")
@@ -236,6 +245,7 @@ class OnlineWorkerEstimator:
         self.refit_every = refit_every
         self.refit_fraction = refit_fraction
         self.em_iterations = em_iterations
+        self.class_strength = class_strength
 
         self._task_index: dict[str, int] = {}
         self._worker_index: dict[str, int] = {}
@@ -400,7 +410,11 @@ class OnlineWorkerEstimator:
 
     def models(self) -> dict[str, WorkerModel]:
         """Snapshot of every known worker's model (for :func:`consensus_posterior` on the decision side)."""
-        return {name: self.worker_model(name) for name in self._worker_index}
+        counts = np.bincount(self._workers.view(), minlength=len(self._worker_index))
+        return {
+            name: WorkerModel(np.exp(self._worker_log_conf(w)), float(counts[w]))
+            for name, w in self._worker_index.items()
+        }
 
     def task_posterior_array(self, task: str) -> np.ndarray:
         """Posterior of ``task`` under the current models, counting labels added since the last fit."""
