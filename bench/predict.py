@@ -46,7 +46,9 @@ class EmbeddedModels:
         self.model_version = classifier.model_version
         self.stages: dict[str, float] = {}
 
-    def predict(self, tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
+    def predict(
+        self, tasks: list[dict[str, Any]], label_config: str, project: int | None = None
+    ) -> list[dict[str, Any]]:
         started = time.perf_counter()
         # Embed every text once up front; both models then read the shared cache.
         texts = [features.task_texts(task, self.classifier.fields) for task in tasks]

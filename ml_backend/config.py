@@ -12,6 +12,10 @@ class MLSettings:
     basic_auth_user: str = ""
     basic_auth_password: str = ""
     max_body_bytes: int = 64 * 1024 * 1024
+    # Redis queues training jobs; without it the backend still predicts but cannot train.
+    redis_url: str = ""
+    key_prefix: str = "cg"
+    retrain_every: int = 50
 
     @property
     def auth_required(self) -> bool:
@@ -24,4 +28,7 @@ class MLSettings:
             basic_auth_user=env.get("CROWDGATE_ML_BASIC_AUTH_USER", ""),
             basic_auth_password=env.get("CROWDGATE_ML_BASIC_AUTH_PASSWORD", ""),
             max_body_bytes=int(env.get("CROWDGATE_ML_MAX_BODY_BYTES", cls.max_body_bytes)),
+            redis_url=env.get("REDIS_URL", ""),
+            key_prefix=env.get("CROWDGATE_KEY_PREFIX", cls.key_prefix),
+            retrain_every=int(env.get("CROWDGATE_RETRAIN_EVERY", cls.retrain_every)),
         )

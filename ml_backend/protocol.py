@@ -14,10 +14,13 @@ import hmac
 import logging
 from typing import Any
 
+import redis
 from flask import Blueprint, current_app, jsonify, request
+from rq import Queue, Retry
 
 from ml_backend.config import MLSettings
-from ml_backend.zero_shot import ZeroShotChoices
+from ml_backend.prelabeler import Prelabeler
+from ml_backend.training import ML_QUEUE, train_job
 
 log = logging.getLogger(__name__)
 protocol = Blueprint("ml_backend", __name__)
@@ -81,7 +84,9 @@ def setup():
     schema = body.get("schema")
     if pid is not None and isinstance(schema, str):
         _state()["projects"][pid] = {"label_config": schema, "hostname": body.get("hostname")}
-    return jsonify({"model_version": _state()["model"].model_version})
+    model = _state()["model"]
+    version = model.version_for(pid) if hasattr(model, "version_for") else model.model_version
+    return jsonify({"model_version": version})
 
 
 @protocol.post("/predict")
@@ -100,12 +105,14 @@ def predict():
     if not label_config:
         return _error("'label_config' is missing and this project was never set up", 400)
     model = _state()["model"]
+    pid = project_id(body.get("project"))
     try:
-        results = model.predict(tasks, label_config)
+        results = model.predict(tasks, label_config, project=pid)
     except Exception as exc:  # a broken config must not take the backend down
         log.exception("predict failed")
         return _error(f"prediction failed: {exc}", 500)
-    return jsonify({"results": results, "model_version": model.model_version})
+    version = results[0]["model_version"] if results else model.model_version
+    return jsonify({"results": results, "model_version": version})
 
 
 @protocol.post("/webhook")
@@ -116,10 +123,29 @@ def webhook():
     action = body.get("action")
     if not isinstance(action, str):
         return _error("missing field 'action'", 400)
+    project = body.get("project")
+    pid = project_id(project.get("id") if isinstance(project, dict) else project)
+    trainer = _state()["trainer"]
     if action == "START_TRAINING":
-        log.info("START_TRAINING for project %s", project_id((body.get("project") or {}).get("id")))
-        return jsonify({"status": "ok", "action": action}), 201
-    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them.
+        if pid is None:
+            return _error("START_TRAINING needs 'project' with an integer 'id'", 400)
+        if trainer is None:
+            return _error("training needs Redis (REDIS_URL) for its job queue", 503)
+        try:
+            job = trainer.start(pid)
+        except redis.RedisError as exc:
+            return _error(f"could not queue the training job: {exc}", 503)
+        return jsonify({"status": "queued", "action": action, "job": job}), 201
+    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here they
+    # only count towards the next retraining.
+    if action in {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED"} and pid is not None \
+            and trainer is not None:
+        try:
+            job = trainer.count(pid, len(body["annotation"]) if isinstance(body.get("annotation"), list) else 1)
+        except redis.RedisError:
+            log.warning("could not count annotations towards retraining (Redis unavailable)")
+            job = None
+        return jsonify({"status": "counted", "action": action, "retraining": job}), 200
     return jsonify({"status": "ignored", "action": action}), 200
 
 
@@ -128,12 +154,39 @@ def versions():
     return jsonify({"versions": [_state()["model"].model_version]})
 
 
+class Trainer:
+    """Queues ``ml_backend.training.train_job``: on START_TRAINING, and after every ``every`` annotations."""
+
+    def __init__(self, connection: redis.Redis, prefix: str, every: int) -> None:
+        self.redis = connection
+        self.prefix = prefix
+        self.every = every
+        self.queue = Queue(ML_QUEUE, connection=connection)
+
+    def start(self, project: int) -> str:
+        job = self.queue.enqueue(train_job, project, self.prefix, job_timeout=1800, retry=Retry(max=2, interval=60),
+                                 description=f"train project {project}")
+        self.redis.set(f"{self.prefix}:ml:p:{project}:since_training", 0)
+        return job.id
+
+    def count(self, project: int, annotations: int) -> str | None:
+        key = f"{self.prefix}:ml:p:{project}:since_training"
+        if self.redis.incrby(key, annotations) < self.every:
+            return None
+        return self.start(project)
+
+
 def init_ml_backend(app, settings: MLSettings | None = None, model: Any = None) -> None:
     settings = settings or MLSettings.from_env()
+    trainer = None
+    if settings.redis_url:
+        connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        trainer = Trainer(connection, settings.key_prefix, settings.retrain_every)
     app.extensions["crowdgate.ml"] = {
         "settings": settings,
-        "model": model or ZeroShotChoices(),
+        "model": model or Prelabeler.from_env(),
         "projects": {},
+        "trainer": trainer,
     }
     current = app.config.get("MAX_CONTENT_LENGTH")
     app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)

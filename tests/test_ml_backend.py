@@ -93,11 +93,29 @@ def test_bad_predict_bodies_are_400(client, body):
 def test_webhook_events_are_answered(client):
     for request in captured("/webhook"):
         reply = client.post("/webhook", json=request["json_body"])
-        assert reply.status_code in (200, 201)
-    assert client.post("/webhook", json={"action": "START_TRAINING"}).status_code == 201
+        assert reply.status_code in (200, 201, 503), reply.json
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
     assert client.post("/webhook", data="x").status_code == 400
     assert client.post("/webhook", json={"no": "action"}).status_code == 400
+    # without Redis nothing can be queued: said, not swallowed
+    reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}})
+    assert reply.status_code == 503 and "Redis" in reply.json["error"]
+
+
+def test_training_is_queued_on_start_training_and_after_enough_annotations(redis_service, redis_conn):
+    from rq import Queue
+
+    from ml_backend.training import ML_QUEUE
+
+    app = create_app(MLSettings(redis_url=redis_service.url, key_prefix="t", retrain_every=3)).test_client()
+    queue = Queue(ML_QUEUE, connection=redis_conn)
+    assert app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}}).status_code == 201
+    assert queue.count == 1 and queue.jobs[0].args == (2, "t")
+    created = next(r["json_body"] for r in captured("/webhook") if r["json_body"]["action"] == "ANNOTATION_CREATED")
+    replies = [app.post("/webhook", json=created).json for _ in range(3)]
+    assert [r["retraining"] is not None for r in replies] == [False, False, True]
+    assert queue.count == 2
+    assert app.post("/webhook", json={"action": "START_TRAINING"}).status_code == 400
 
 
 def test_basic_auth():
@@ -109,3 +127,54 @@ def test_basic_auth():
     assert app.get("/health", headers={"Authorization": f"Basic {good}"}).status_code == 200
     assert app.post("/setup", json={"project": "1.1", "schema": CONFIG},
                     headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+def test_a_trained_classifier_replaces_zero_shot(tmp_path):
+    from ml_backend import artifacts
+    from ml_backend.classifier import EmbeddingClassifier
+    from ml_backend.prelabeler import Prelabeler
+
+    words = {"Positive": ["great", "lovely", "wonderful", "superb"], "Negative": ["awful", "dreadful", "poor", "bad"]}
+    tasks, labels = [], []
+    for label, vocabulary in words.items():
+        for i in range(12):
+            tasks.append({"data": {"text": f"a {vocabulary[i % 4]} film, {vocabulary[(i + 1) % 4]} acting"}})
+            labels.append(label)
+    classifier = EmbeddingClassifier(CONFIG, min_examples=10)
+    assert classifier.fit(tasks, labels)
+    artifacts.save(7, "classifier", classifier, version=classifier.model_version, root=tmp_path)
+    model = Prelabeler(model_root=tmp_path)
+    assert model.version_for(7) == classifier.model_version and model.version_for(8) == MODEL_VERSION
+    fresh = create_app(MLSettings(), model=model).test_client()
+    body = {"tasks": [{"id": 1, "data": {"text": "a wonderful, lovely story", "crowdgate_difficulty": 0.3}}],
+            "label_config": CONFIG, "project": "7.99"}
+    [result] = fresh.post("/predict", json=body).json["results"]
+    assert result["model_version"] == classifier.model_version
+    assert result["result"][0]["value"]["choices"] == ["Positive"]
+    assert fresh.post("/setup", json={"project": "7.1", "schema": CONFIG}).json["model_version"] == \
+        classifier.model_version
+
+
+def test_llm_answers_and_falls_back_per_task_when_it_has_none():
+    import uuid
+
+    from ml_backend.cache import MemoryCache
+    from ml_backend.llm import LLMPredictor, LLMSettings
+    from ml_backend.prelabeler import Prelabeler
+    from tests.openai_stub import OpenAIStub, last_user_text
+
+    def answer(body):
+        text = last_user_text(body)
+        return {"sentiment": "Positive"} if "good" in text else {"sentiment": "Not an option"}
+
+    with OpenAIStub(answer) as stub:
+        settings = LLMSettings(base_url=stub.base_url, model=f"stub-{uuid.uuid4().hex[:8]}", samples=1,
+                               deadline_s=20, backoff_base_s=0.01)
+        model = Prelabeler(llm=LLMPredictor(settings, cache=MemoryCache()))
+        app = create_app(MLSettings(), model=model).test_client()
+        tasks = [{"id": 1, "data": {"text": "good"}}, {"id": 2, "data": {"text": "meh"}}]
+        results = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).json["results"]
+    assert results[0]["model_version"].startswith("llm:")
+    assert results[0]["result"][0]["value"]["choices"] == ["Positive"]
+    assert results[1]["model_version"] == MODEL_VERSION  # the invalid answer was dropped; zero-shot stepped in
+    assert stub.calls >= 2

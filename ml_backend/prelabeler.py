@@ -1,0 +1,110 @@
+"""Pick, for each request, the best pre-labeller a project has: the LLM, its trained classifier, or zero-shot.
+
+- An LLM (any OpenAI-compatible endpoint: ``OPENAI_BASE_URL`` + ``CROWDGATE_LLM_MODEL``) labels every config it
+  can; a task it has no valid answer for in time falls back to the next model, so Label Studio always gets one
+  result per task.
+- Without an LLM, a Choices config gets the project's embedded classifier once ``crowdgate-ml`` has trained one
+  (``ml_backend.training``), and zero-shot embedding similarity before that.
+- Fields crowdgate writes into task data (``crowdgate_*``, e.g. the predicted difficulty) are removed before a
+  model sees the task, so they change neither prompts nor cache keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ml_backend import artifacts
+from ml_backend.classifier import EmbeddingClassifier
+from ml_backend.labeling import choice_region
+from ml_backend.llm import LLMPredictor, LLMSettings
+from ml_backend.zero_shot import ZeroShotChoices
+
+log = logging.getLogger(__name__)
+CLASSIFIER = "classifier"
+CROWDGATE_FIELD_PREFIX = "crowdgate_"
+
+
+def model_task(task: dict[str, Any]) -> dict[str, Any]:
+    """The task as a model should see it: without the fields crowdgate writes into its data."""
+    data = task.get("data") or {}
+    if not any(key.startswith(CROWDGATE_FIELD_PREFIX) for key in data):
+        return task
+    return {**task, "data": {k: v for k, v in data.items() if not k.startswith(CROWDGATE_FIELD_PREFIX)}}
+
+
+class Prelabeler:
+    """The model object behind ``/setup`` and ``/predict``."""
+
+    def __init__(self, llm: LLMPredictor | None = None, zero_shot: ZeroShotChoices | None = None,
+                 model_root: Path | None = None) -> None:
+        self.llm = llm
+        self.zero_shot = zero_shot or ZeroShotChoices()
+        self.model_root = model_root
+        self._classifiers: dict[int, tuple[str, EmbeddingClassifier]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> Prelabeler:
+        # The LLM is on when a model is named; OPENAI_BASE_URL / OPENAI_API_KEY say where and how.
+        llm = LLMPredictor(LLMSettings.from_env()) if os.environ.get("CROWDGATE_LLM_MODEL") else None
+        return cls(llm=llm)
+
+    @property
+    def model_version(self) -> str:
+        return self.llm.model_version if self.llm else self.zero_shot.model_version
+
+    def classifier(self, project: int | None) -> EmbeddingClassifier | None:
+        """The project's newest trained classifier, loaded once per version."""
+        if project is None:
+            return None
+        version = artifacts.latest_version(project, CLASSIFIER, root=self.model_root)
+        if version is None:
+            return None
+        with self._lock:
+            cached = self._classifiers.get(project)
+            if cached and cached[0] == version:
+                return cached[1]
+        model = artifacts.load(project, CLASSIFIER, version, root=self.model_root)
+        with self._lock:
+            self._classifiers[project] = (version, model)
+        return model
+
+    def version_for(self, project: int | None) -> str:
+        """What ``/setup`` answers: Label Studio asks for new predictions when this changes."""
+        if self.llm:
+            return self.llm.model_version
+        model = self.classifier(project)
+        return model.model_version if model else self.zero_shot.model_version
+
+    def predict(self, tasks: list[dict[str, Any]], label_config: str, project: int | None = None,
+                instructions: str = "") -> list[dict[str, Any]]:
+        """Exactly one prediction per task, in order."""
+        tasks = [model_task(t) for t in tasks]
+        results: list[dict[str, Any] | None] = [None] * len(tasks)
+        if self.llm:
+            answers = self.llm.predict(tasks, label_config, project=str(project or ""), instructions=instructions)
+            results = list(answers)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            fallback = self._embedded([tasks[i] for i in missing], label_config, project)
+            for i, prediction in zip(missing, fallback, strict=True):
+                results[i] = prediction
+        return [r for r in results if r is not None]
+
+    def _embedded(self, tasks: list[dict[str, Any]], label_config: str, project: int | None) -> list[dict[str, Any]]:
+        model = self.classifier(project)
+        if model is None or not tasks:
+            return self.zero_shot.predict(tasks, label_config)
+        predictions = model.predict(tasks)
+        return [
+            {
+                "result": [choice_region(label_config, model.control.name, list(p.choices))] if p.choices else [],
+                "score": round(float(p.score), 4),
+                "model_version": model.model_version,
+            }
+            for p in predictions
+        ]
