@@ -50,6 +50,7 @@ MODES = ("json_schema", "json_object", "prompt")
 # A mode refused by an endpoint is retried after this long (a refusal could have been an outage).
 REFUSAL_TTL_S = 600.0
 PROBE_WAIT_S = 5.0
+TOP_LOGPROBS = 5
 # Tags whose confidence is the joint probability of the value's tokens; free-form ones use the per-token mean.
 _DISCRETE = {"choices", "pairwise", "rating", "taxonomy", "number"}
 
@@ -222,25 +223,82 @@ def extract_json(text: str) -> Any:
     raise ValueError("no JSON object in the answer")
 
 
+def _single_options(c: Any) -> list[str] | None:
+    """The strings a single-valued discrete control can take in the answer JSON, else None."""
+    if c.tag == "choices" and not c.multiple:
+        return list(c.options)
+    if c.tag == "pairwise":
+        return ["left", "right"]
+    if c.tag == "rating":
+        return [str(i) for i in range(1, c.max_rating + 1)]
+    return None
+
+
+def _option_probability(
+    content: str, tokens: Sequence[Any], spans: list[tuple[int, int]], at: int, value: str, options: list[str]
+) -> float:
+    """Probability of ``value`` among ``options``, token by token where the server listed alternatives.
+
+    At each token of the value the chosen token's probability is divided by the mass of the listed
+    alternatives that still spell one of the options — what grammar-constrained decoding does when it masks
+    the other tokens. Servers such as llama.cpp report logprobs from before the grammar, so the raw product
+    would count every forbidden token against the answer. Without alternatives the raw probability is used.
+    """
+    end = at + len(value)
+    total = 0.0
+    for i, (ts, te) in enumerate(spans):
+        if not (ts < end and at < te):
+            continue
+        token = tokens[i]
+        lp = float(token.logprob)
+        alternatives = getattr(token, "top_logprobs", None) or []
+        if not alternatives:
+            total += lp
+            continue
+        done = value[: max(0, ts - at)]  # the value's characters before this token
+        lead = content[ts:at] if ts < at else ""  # e.g. an opening quote inside the same token
+        renderings = [lead + o[len(done):] for o in options if o.startswith(done)]
+
+        def spells(text: str, rendering: str) -> bool:
+            return bool(text) and (rendering.startswith(text) or text.startswith(rendering))
+
+        seen: dict[str, float] = {}
+        for alt in alternatives:
+            text = alt.token if isinstance(alt.token, str) else ""
+            if any(spells(text, r) for r in renderings):
+                seen.setdefault(text, float(alt.logprob))
+        seen.setdefault(str(token.token), lp)
+        mass = sum(math.exp(v) for v in seen.values())
+        if len(alternatives) >= TOP_LOGPROBS:
+            # The list was cut off: an option it does not show may still hold up to the smallest listed
+            # probability. Counting that keeps the score from claiming certainty it cannot see.
+            floor = min(math.exp(float(a.logprob)) for a in alternatives)
+            mass += floor * sum(1 for r in renderings if not any(spells(t, r) for t in seen))
+        total += lp - math.log(mass) if mass > 0 else lp
+    return math.exp(total)
+
+
 def logprob_confidence(content: str, tokens: Sequence[Any], plan: ConfigPlan, parsed: ParsedAnswer) -> float:
     """Confidence of an answer from its tokens' log-probabilities.
 
-    Per control, the tokens that spell its value in the answer JSON are found by character position. For a
-    discrete answer (a choice, a rating, taxonomy paths) the confidence is the probability of those tokens
-    together; for spans and free text, whose length varies, the per-token geometric mean. The answer's
-    score is its weakest control's.
+    Per control, the tokens that spell its value in the answer JSON are found by character position. A
+    single choice, pairwise pick or rating scores the probability of the chosen option among the allowed
+    ones (see :func:`_option_probability`); other discrete answers (multi-label, taxonomy) the joint
+    probability of their tokens; spans and free text, whose length varies, the per-token geometric mean.
+    The answer's score is its weakest control's.
     """
-    spans: list[tuple[int, int, float]] = []
+    spans: list[tuple[int, int]] = []
     pos = 0
     for t in tokens:
         piece = t.token if isinstance(t.token, str) else ""
-        spans.append((pos, pos + len(piece), float(t.logprob)))
+        spans.append((pos, pos + len(piece)))
         pos += len(piece)
     if not spans:
         return 0.0
+    logprobs = [float(t.logprob) for t in tokens]
 
     def overlapping(start: int, end: int) -> list[float]:
-        return [lp for s, e, lp in spans if s < end and start < e]
+        return [logprobs[i] for i, (s, e) in enumerate(spans) if s < end and start < e]
 
     key_positions = sorted(
         (p, c) for c in plan.controls if (p := content.find(json.dumps(c.name, ensure_ascii=False))) >= 0
@@ -249,9 +307,17 @@ def logprob_confidence(content: str, tokens: Sequence[Any], plan: ConfigPlan, pa
     for i, (kpos, c) in enumerate(key_positions):
         region_end = key_positions[i + 1][0] if i + 1 < len(key_positions) else len(content)
         value_start = kpos + len(json.dumps(c.name, ensure_ascii=False))
+        shown_values = parsed.value_texts.get(c.name, [])
+        options = _single_options(c)
+        if options is not None and len(shown_values) == 1:
+            needle = str(shown_values[0])
+            at = content.find(json.dumps(needle, ensure_ascii=False)[1:-1], value_start, region_end)
+            if at >= 0:
+                per_control.append(_option_probability(content, tokens, spans, at, needle, options))
+                continue
         chosen: list[float] = []
         cursor = value_start
-        for shown in parsed.value_texts.get(c.name, []):
+        for shown in shown_values:
             needle = json.dumps(shown, ensure_ascii=False)[1:-1] if isinstance(shown, str) else str(shown)
             at = content.find(needle, cursor, region_end)
             if at < 0:
@@ -267,7 +333,7 @@ def logprob_confidence(content: str, tokens: Sequence[Any], plan: ConfigPlan, pa
         else:
             per_control.append(math.exp(sum(chosen) / len(chosen)))
     if not per_control:
-        return math.exp(sum(lp for _, _, lp in spans) / len(spans))
+        return math.exp(sum(logprobs) / len(logprobs))
     return min(per_control)
 
 
@@ -679,7 +745,10 @@ class LLMPredictor:
         if n > 1:
             kwargs["n"] = n
         if logprobs:
+            # llama.cpp's server only returns logprobs when top_logprobs is set; the alternatives also let a
+            # choice's probability be normalised over the allowed options.
             kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
         if mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",

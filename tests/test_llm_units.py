@@ -21,7 +21,7 @@ from ml_backend.llm import (
 from ml_backend.ratelimit import RateLimiter, TokenBucket
 from ml_backend.structured import build_plan, locate_spans
 from tests.openai_stub import OpenAIStub
-from tests.test_llm import NER, SENTIMENT, TAXONOMY, sentiment_answer
+from tests.test_llm import NER, RTE, SENTIMENT, TAXONOMY, sentiment_answer
 
 
 class FakeClock:
@@ -181,6 +181,44 @@ def test_logprob_confidence_per_control_minimum() -> None:
     tokens = [SimpleNamespace(token=t, logprob=lps.get(t, -0.001)) for t in pieces]
     # "Blue" is two tokens: their joint probability; the answer's score is the weaker control.
     assert logprob_confidence(content, tokens, plan, parsed) == pytest.approx(math.exp(-1.2))
+
+
+def test_logprob_confidence_with_pre_grammar_logprobs() -> None:
+    # llama.cpp-like: logprobs from before the grammar, so forced tokens look unlikely; the option split is
+    # on the "Ent"/"No" token, and the lead quote shares that token.
+    plan = build_plan(RTE)
+    content = '{"entailment": "No entailment"}'
+    parsed = plan.parse_answer({"entailment": "No entailment"}, {"text": "t"})
+    alt = SimpleNamespace
+    tokens = [
+        alt(token='{"', logprob=-5.0, top_logprobs=[alt(token="Yes", logprob=-0.1)]),
+        alt(token="entailment", logprob=-3.0, top_logprobs=[]),
+        alt(token='":', logprob=-0.1, top_logprobs=[]),
+        alt(token=' "No', logprob=-1.2, top_logprobs=[
+            alt(token=' "No', logprob=-1.2), alt(token=' "Ent', logprob=-0.9), alt(token="1", logprob=-0.5)]),
+        alt(token=" entailment", logprob=-0.05, top_logprobs=[alt(token=" entailment", logprob=-0.05)]),
+        alt(token='"}', logprob=-0.01, top_logprobs=[]),
+    ]
+    assert "".join(t.token for t in tokens) == content
+    conf = logprob_confidence(content, tokens, plan, parsed)
+    assert conf == pytest.approx(math.exp(-1.2) / (math.exp(-1.2) + math.exp(-0.9)))
+
+
+def test_logprob_confidence_when_the_listed_alternatives_are_cut_off() -> None:
+    plan = build_plan(SENTIMENT)
+    content = '{"sentiment": "Positive"}'
+    parsed = plan.parse_answer({"sentiment": "Positive"}, {"text": "t"})
+    alt = SimpleNamespace
+    # Five alternatives listed (the request's top_logprobs), none of them another option: Negative and
+    # Neutral may each still hold up to the smallest listed probability.
+    top = [alt(token=t, logprob=v) for t, v in
+           [("Positive", -0.2), ("Pos", -2.0), ("Good", -2.5), ("Yes", -3.0), ("Great", -4.0)]]
+    tokens = [alt(token='{"sentiment": "', logprob=-0.01, top_logprobs=[]),
+              alt(token="Positive", logprob=-0.2, top_logprobs=top),
+              alt(token='"}', logprob=-0.01, top_logprobs=[])]
+    conf = logprob_confidence(content, tokens, plan, parsed)
+    chosen, pos, floor = math.exp(-0.2), math.exp(-2.0), math.exp(-4.0)
+    assert conf == pytest.approx(chosen / (chosen + pos + 2 * floor))
 
 
 def test_taxonomy_and_ner_parsing_rejects_bad_values() -> None:
