@@ -2,8 +2,10 @@
 
 Gets Redis (``REDIS_URL`` if it answers, else a private ``redis-server``), starts Label Studio, crowdgate's web
 app (ML backend + webhook receiver) and an RQ worker, seeds an RTE project from the shipped crowd set
-(Snow et al. 2008, Apache-2.0 via CrowdTruth), lets the ML backend pre-label it, submits the real crowd
-workers' labels as Label Studio users, and prints what crowdgate recorded.
+(Snow et al. 2008, Apache-2.0 via CrowdTruth) with every fifth item as gold, lets the ML backend pre-label it,
+submits the real crowd workers' labels as Label Studio users, and prints what crowdgate made of them: each
+annotator's reliability (beside their true accuracy, known from the set's expert answers) and each task's
+consensus against the expert answer.
 
     crowdgate-demo                  # keeps everything running until Ctrl-C
     crowdgate-demo --exit           # stops once the summary is printed
@@ -21,6 +23,7 @@ import pandas as pd
 import redis
 
 from ml_backend.labeling import choice_region
+from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
 from scripts.crowd_sets import load_items, load_labels
 from scripts.labelstudio import LabelStudioServer
@@ -31,12 +34,14 @@ DEMO_DIR = Path(os.environ.get("CROWDGATE_DEMO_DIR", ".crowdgate/demo"))
 
 
 def pick_crowd(tasks: int, annotators: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The first ``tasks`` RTE items and the labels of the ``annotators`` workers most active on them."""
-    items = load_items("rte").head(tasks)
+    """``tasks`` RTE items and their labels: all of them, or those of the ``annotators`` most active workers."""
+    items = load_items("rte").sample(n=tasks, random_state=1)  # the file is sorted by gold: sample across it
     labels = load_labels("rte")
     labels = labels[labels["task"].isin(items.index)]
-    busiest = labels["worker"].value_counts().head(annotators).index
-    return items, labels[labels["worker"].isin(busiest)]
+    if annotators:
+        busiest = labels["worker"].value_counts().head(annotators).index
+        labels = labels[labels["worker"].isin(busiest)]
+    return items, labels
 
 
 def wait_until(check, timeout: float) -> bool:
@@ -79,12 +84,15 @@ def run(args: argparse.Namespace) -> int:
         config = label_config("rte")
         seeder = Seeder(ls.url, ls.token)
         project = seeder.create_project(
-            "crowdgate demo: RTE", config, maximum_annotations=args.annotators,
+            "crowdgate demo: RTE", config, maximum_annotations=int(labels.groupby("task").size().max()),
             expert_instruction="Choose Entailment only if the text makes the hypothesis definitely true.",
         )
+        # Every fifth item is a gold item: its expert answer goes in meta, which annotators never see.
+        gold_items = set(items.index[:: args.gold_every]) if args.gold_every else set()
         task_ids = seeder.import_tasks(
             project,
-            [{"data": {"text": row.text, "hypothesis": row.hypothesis}, "meta": {"rte_item": task}}
+            [{"data": {"text": row.text, "hypothesis": row.hypothesis},
+              "meta": {"rte_item": task, **({"gold": row.gold} if task in gold_items else {})}}
              for task, row in items.iterrows()],
         )
         task_of = dict(zip(items.index, task_ids, strict=True))
@@ -113,15 +121,38 @@ def run(args: argparse.Namespace) -> int:
         predictions = seeder.predictions(project)
         summary = store.summary(project)
         names = {uid: email for email, uid in users.items()}
+        ledger = Ledger(store.redis, store.prefix)
         print()
         print(f"Label Studio: {ls.url}   login: {ls.username} / {ls.password}")
         print(f"Project {project} ({ls.url}/projects/{project}/data): {len(task_ids)} tasks,"
               f" {len(predictions)} crowdgate predictions")
         print(f"crowdgate recorded {summary['submissions']} of {expected} submissions (skips included)"
               f" on {summary['tasks_with_submissions']} tasks ({summary['tasks_with_2_or_more']} with 2 or more):")
-        for uid, row in summary["annotators"].items():
-            print(f"  {names.get(uid, uid):32s} submissions={row['submissions']:3d} skips={row['skips']}")
-        ok = summary["submissions"] == expected and len(predictions) >= len(task_ids)
+        truth = labels.assign(ok=labels["label"].to_numpy() == items.loc[labels["task"], "gold"].to_numpy())
+        true_accuracy = truth.groupby("worker")["ok"].mean()
+        print(f"  {'annotator':30s} {'subs':>4s} {'skips':>5s} {'reliability [90% interval]':>27s} "
+              f"{'gold':>9s} {'peers':>6s} {'true acc':>8s}")
+        records = ledger.reliabilities(project, list(summary["annotators"]))
+        ranked = sorted(summary["annotators"], key=lambda uid: records[uid].mean, reverse=True)
+        shown = ranked if len(ranked) <= 2 * args.show else ranked[: args.show] + ranked[-args.show:]
+        for uid in shown:
+            row, record = summary["annotators"][uid], records[uid]
+            if len(shown) < len(ranked) and uid == ranked[-args.show]:
+                print(f"  ... {len(ranked) - len(shown)} more ...")
+            email = names.get(uid, str(uid))
+            gold = f"{record.gold_accuracy:.2f}/{record.gold_n}" if record.gold_n else "-"
+            peers = f"{record.peer_agreement:.2f}" if record.peer_agreement is not None else "-"
+            worker = email.split("@")[0].upper()
+            true = true_accuracy.get(worker, float("nan"))
+            print(f"  {email:30s} {row['submissions']:4d} {row['skips']:5d}"
+                  f" {record.mean:8.2f} [{record.low:.2f}, {record.high:.2f}]       {gold:>9s} {peers:>6s} {true:8.2f}")
+        scores = {item: ledger.task_score(project, tid) for item, tid in task_of.items()}
+        judged = [item for item, score in scores.items() if score.get("consensus") is not None]
+        right = sum(scores[item]["consensus"] == items.loc[item, "gold"] for item in judged)
+        agreement = [s["agreement"] for s in scores.values() if s.get("agreement") is not None]
+        print(f"Consensus matches the expert answer on {right} of {len(judged)} tasks; mean pairwise agreement"
+              f" {sum(agreement) / max(len(agreement), 1):.2f}; {len(gold_items)} gold tasks")
+        ok = summary["submissions"] == expected and len(predictions) >= len(task_ids) and len(judged) == len(task_ids)
         print("demo OK" if ok else "demo INCOMPLETE: see logs in " + str(log_dir), flush=True)
         if not args.exit and sys.stdin.isatty():
             print("Everything keeps running; Ctrl-C stops it.", flush=True)
@@ -140,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crowdgate-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20, help="RTE items to import (default 20)")
-    parser.add_argument("--annotators", type=int, default=5, help="crowd workers to replay (default 5)")
+    parser.add_argument("--annotators", type=int, default=0,
+                        help="replay only the N most active workers (default 0: every label of the items)")
+    parser.add_argument("--show", type=int, default=6, help="annotators to list at each end of the ranking")
+    parser.add_argument("--gold-every", type=int, default=5, help="every Nth item is a gold item (0: none)")
     parser.add_argument("--ls-port", type=int, default=int(os.environ.get("CROWDGATE_LS_PORT", "0")) or None)
     parser.add_argument("--keep-data", action="store_true", help="keep Label Studio's data in .crowdgate/demo")
     parser.add_argument("--exit", action="store_true", help="stop everything after the summary")
