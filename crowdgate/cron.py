@@ -1,7 +1,8 @@
 """Periodic jobs, scheduled with RQ's own CronScheduler.
 
     crowdgate-cron           # reconcile_all every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
-                             # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60)
+                             # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60),
+                             # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rq.cron import CronScheduler
 from qa_hooks.config import EVENTS_QUEUE
 from qa_hooks.jobs import refresh_flags
 from qa_hooks.reconcile import reconcile_all
+from routing.jobs import ROUTING_QUEUE, sweep_deadlines
 
 
 def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:
@@ -36,6 +38,18 @@ def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronSchedul
         job_timeout=600,
         name="refresh_flags",
     )
+    # Each escalation also schedules its own deadline check (enqueue_in); this sweep is a backstop for checks
+    # lost with an old Redis snapshot. Off unless CROWDGATE_SLA_SWEEP_S is set (seconds between sweeps).
+    sweep_every = int(os.environ.get("CROWDGATE_SLA_SWEEP_S", "0"))
+    if sweep_every > 0:
+        cron.register(
+            sweep_deadlines,
+            queue_name=ROUTING_QUEUE,
+            kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
+            interval=sweep_every,
+            job_timeout=600,
+            name="sweep_deadlines",
+        )
     return cron
 
 

@@ -10,6 +10,7 @@ import sys
 
 from flask import Flask
 
+from crowdgate.pipeline import handle_event
 from ml_backend.protocol import init_ml_backend
 from qa_hooks.receiver import init_hooks
 
@@ -17,7 +18,7 @@ from qa_hooks.receiver import init_hooks
 def create_app() -> Flask:
     app = Flask("crowdgate")
     init_ml_backend(app)
-    init_hooks(app)
+    init_hooks(app, job=handle_event)  # each event is scored, then routed
     return app
 
 

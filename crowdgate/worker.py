@@ -13,8 +13,10 @@ import redis
 from rq import Queue, SimpleWorker, Worker
 
 from qa_hooks.config import EVENTS_QUEUE
+from routing.jobs import ROUTING_QUEUE
 
-QUEUES = (os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),)
+# Events first: a decision needs the scored submission; routing actions follow on their own queue.
+QUEUES = (os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE), ROUTING_QUEUE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,30 @@
+"""The job the worker runs for every webhook event: record and score it, then route.
+
+    handle_event(event_dict, prefix)   # what crowdgate.web's receiver enqueues per event
+
+Scoring (:func:`qa_hooks.jobs.process_event`) and routing (:func:`routing.jobs.after_scoring`) run in one job
+so a decision always sees the submission that triggered it. Both are idempotent, so a retried event (RQ
+``Retry``) records nothing twice and acts once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from qa_hooks.jobs import current_connection, process_event
+from routing.jobs import after_scoring, predicted_difficulty
+
+
+def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict[str, Any]:
+    """``process_event`` then ``after_scoring``; returns the scoring result with a routing summary."""
+    connection = connection or current_connection()
+    result = process_event(event, prefix, connection)
+    if event.get("action") == "TASKS_CREATED":
+        # New tasks with a predicted difficulty may start at a higher tier before anyone labels them.
+        hard = [t["id"] for t in event.get("tasks") or [] if predicted_difficulty(t.get("meta")) is not None]
+        if hard:
+            result = {**result, "tasks": sorted(set(result.get("tasks") or []) | set(hard))}
+    routed = after_scoring(result, prefix, connection)
+    return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}

@@ -1,0 +1,233 @@
+"""Append-only audit log of every routing decision and action, in Redis.
+
+Every entry says what was decided or done (``kind`` + ``action``), about which project, task and annotators, why
+(``reason``) and on what numbers (``evidence``), when (``ts``, Unix seconds) and by which job. Entries go to one
+Redis stream, ``{p}:audit``, whose ids order them in time; lists of stream ids index them by project, task and
+annotator, written in the same Lua call as the entry, so an index never points at nothing and nothing is
+indexed twice. Nothing here ever edits or deletes an entry.
+
+Keys (``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator):
+
+- ``{p}:audit`` (stream): the entries.
+- ``{p}:audit:p:{pid}``, ``{p}:audit:p:{pid}:t:{tid}``, ``{p}:audit:u:{uid}`` (lists): stream ids.
+
+``crowdgate-audit`` (:func:`routing.cli.audit_main`) queries and exports it as JSON lines or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+import redis
+
+__all__ = ["KINDS", "AuditEntry", "AuditLog", "to_csv", "to_jsonl"]
+
+# decision: what the policy decided; action: what a job did in Label Studio or Redis; flag: work left out;
+# alert: needs a human; error: a job failed (it is retried or kept in RQ's failed registry).
+KINDS = ("decision", "action", "flag", "alert", "error")
+
+_APPEND = """
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+for i = 2, #KEYS do redis.call('RPUSH', KEYS[i], id) end
+return id
+"""
+
+_FIELDS = ("ts", "kind", "action", "project", "task", "annotators", "reason", "evidence", "job")
+CSV_COLUMNS = ("id", *_FIELDS)
+
+
+def _jsonable(value: Any) -> Any:
+    """Evidence may hold numpy numbers, enums, tuples, NaN: make it plain, strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item())
+    return str(value)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    kind: str
+    action: str
+    project: int | None
+    task: int | None = None
+    annotators: tuple[int, ...] = ()
+    reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    job: str = ""
+    ts: float = 0.0
+    id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["annotators"] = list(self.annotators)
+        return data
+
+
+class AuditLog:
+    def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
+        self.redis = connection
+        self.prefix = prefix
+        self._append = connection.register_script(_APPEND)
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def _project_key(self, project: int) -> str:
+        return f"{self.prefix}:audit:p:{project}"
+
+    def _task_key(self, project: int, task: int) -> str:
+        return f"{self.prefix}:audit:p:{project}:t:{task}"
+
+    def _annotator_key(self, annotator: int) -> str:
+        return f"{self.prefix}:audit:u:{annotator}"
+
+    def record(
+        self,
+        kind: str,
+        action: str,
+        project: int | None,
+        task: int | None = None,
+        annotators: Iterable[int] = (),
+        reason: str = "",
+        evidence: dict[str, Any] | None = None,
+        job: str = "",
+        ts: float | None = None,
+    ) -> str:
+        """Append one entry; returns its stream id."""
+        if kind not in KINDS:
+            raise ValueError(f"audit kind must be one of {KINDS}, got {kind!r}")
+        people = sorted({int(a) for a in annotators})
+        values = {
+            "ts": repr(time.time() if ts is None else float(ts)),
+            "kind": kind,
+            "action": str(action),
+            "project": "" if project is None else str(int(project)),
+            "task": "" if task is None else str(int(task)),
+            "annotators": json.dumps(people),
+            "reason": reason,
+            "evidence": json.dumps(_jsonable(evidence or {}), separators=(",", ":"), allow_nan=False),
+            "job": job,
+        }
+        keys = [self.stream]
+        if project is not None:
+            keys.append(self._project_key(project))
+            if task is not None:
+                keys.append(self._task_key(project, task))
+        keys += [self._annotator_key(a) for a in people]
+        args = [item for pair in values.items() for item in pair]
+        return self._append(keys=keys, args=args).decode()
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse(entry_id: bytes | str, raw: dict[bytes, bytes]) -> AuditEntry:
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        return AuditEntry(
+            id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            ts=float(get["ts"]),
+            kind=get["kind"],
+            action=get["action"],
+            project=int(get["project"]) if get.get("project") else None,
+            task=int(get["task"]) if get.get("task") else None,
+            annotators=tuple(json.loads(get.get("annotators") or "[]")),
+            reason=get.get("reason", ""),
+            evidence=json.loads(get.get("evidence") or "{}"),
+            job=get.get("job", ""),
+        )
+
+    def _by_ids(self, ids: Sequence[bytes]) -> list[AuditEntry]:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.stream, entry_id, entry_id)
+        return [self._parse(*found[0]) for found in pipe.execute() if found]
+
+    def _scan(self, batch: int = 1000) -> Iterator[AuditEntry]:
+        start = "-"
+        while True:
+            chunk = self.redis.xrange(self.stream, start, "+", count=batch)
+            for entry_id, raw in chunk:
+                yield self._parse(entry_id, raw)
+            if len(chunk) < batch:
+                return
+            start = "(" + chunk[-1][0].decode()
+
+    def query(
+        self,
+        project: int | None = None,
+        task: int | None = None,
+        annotator: int | None = None,
+        kind: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditEntry]:
+        """Entries matching every given filter, oldest first. ``task`` needs ``project``."""
+        if task is not None and project is None:
+            raise ValueError("a task filter needs its project (task ids are per project)")
+        # Walk the narrowest index; check the other filters on the entries themselves.
+        if task is not None:
+            entries = self._by_ids(self.redis.lrange(self._task_key(project, task), 0, -1))  # type: ignore[arg-type]
+        elif annotator is not None:
+            entries = self._by_ids(self.redis.lrange(self._annotator_key(annotator), 0, -1))
+        elif project is not None:
+            entries = self._by_ids(self.redis.lrange(self._project_key(project), 0, -1))
+        else:
+            entries = list(self._scan())
+        out = []
+        for e in entries:
+            if project is not None and e.project != project:
+                continue
+            if annotator is not None and annotator not in e.annotators:
+                continue
+            if kind is not None and e.kind != kind:
+                continue
+            if action is not None and e.action != action:
+                continue
+            if since is not None and e.ts < since:
+                continue
+            if until is not None and e.ts > until:
+                continue
+            out.append(e)
+        return out
+
+    def __len__(self) -> int:
+        return int(self.redis.xlen(self.stream))
+
+
+def to_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
+    n = 0
+    for e in entries:
+        out.write(json.dumps(e.to_dict(), separators=(",", ":")) + "\n")
+        n += 1
+    return n
+
+
+def to_csv(entries: Iterable[AuditEntry], out: TextIO | None = None) -> str:
+    """CSV with one row per entry; ``annotators`` is ``;``-joined and ``evidence`` a JSON cell."""
+    buffer = out or io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for e in entries:
+        writer.writerow([
+            e.id, repr(e.ts), e.kind, e.action, "" if e.project is None else e.project,
+            "" if e.task is None else e.task, ";".join(str(a) for a in e.annotators), e.reason,
+            json.dumps(e.evidence, separators=(",", ":")), e.job,
+        ])
+    return buffer.getvalue() if out is None else ""

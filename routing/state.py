@@ -1,0 +1,405 @@
+"""Routing state in Redis: policies, tiers, exam attempts, task routes, assignments, escalation projects.
+
+Keys (``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator, ``{tp}`` escalation project):
+
+- ``{p}:p:{pid}:r:policy`` (hash): ``yaml`` (the policy text), ``origin``, ``set_at``. Absent: the default file.
+- ``{p}:p:{pid}:r:tiers`` (hash): annotator -> tier name. Absent: the policy's first tier.
+- ``{p}:p:{pid}:r:ann:{uid}`` (hash): ``version`` (bumped by every tier change), ``exam_attempts`` (failed).
+- ``{p}:p:{pid}:r:ann:{uid}:exam_used`` (set): gold tasks spent by failed exam attempts.
+- ``{p}:p:{pid}:r:flagged`` (hash): annotator -> why (their labels never count).
+- ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see :class:`TaskRoute`.
+- ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
+- ``{p}:p:{pid}:r:tierprojects`` (hash): tier -> escalation project id.
+- ``{p}:r:tierproject`` (hash): escalation project id -> ``{"source": pid, "tier": name}``.
+- ``{p}:p:{tp}:r:sources`` (hash): escalation task id -> source task id.
+- ``{p}:p:{tp}:r:views`` (hash): e-mail -> Data Manager view id of that annotator's queue.
+- ``{p}:p:{tp}:r:writeback`` (hash): unique_id in the escalation project -> annotation id written to the source.
+- ``{p}:r:open:{uid}`` (set): ``"pid:tid"`` tasks assigned to the annotator and not answered yet (its load).
+- ``{p}:r:seen`` (zset): annotator -> last time a submission of theirs was scored (availability).
+- ``{p}:r:deadlines`` (zset): ``"pid:tid"`` of escalated tasks -> their deadline.
+- ``{p}:r:users`` (hash): Label Studio user id -> e-mail (cache of ``/api/users/``).
+- ``{p}:r:edition:{pid}`` (string, 1 h): ``community`` or ``enterprise``, as probed.
+- ``{p}:p:{pid}:r:prepared`` (string): set once the project is ready for escalations (see ``prepare_project``).
+
+Routing changes are compare-and-set on the route's ``version``, so a decision taken twice, or by two workers,
+acts once: see :meth:`RoutingState.claim`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.exceptions import WatchError
+
+from routing.policy import Policy, load_policy, parse_policy
+
+__all__ = [
+    "DEFAULT_POLICY_FILE",
+    "AnnotatorRecord",
+    "RoutingState",
+    "TaskRoute",
+]
+
+DEFAULT_POLICY_FILE = Path(__file__).resolve().parents[1] / "label_configs" / "default.policy.yaml"
+_POLICY_CACHE: dict[str, Policy] = {}
+
+
+def _s(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class TaskRoute:
+    """Where a task stands in routing. ``version`` counts routing changes (escalations, reassignments,
+    finalisation); ``claim`` names the action that made the last one. ``status``: ``open`` (served by the
+    source project), ``escalated`` (waiting for a higher tier), ``final``."""
+
+    project: int
+    task: int
+    version: int = 0
+    claim: str = ""
+    status: str = "open"
+    required_tier: str | None = None
+    escalations: int = 0
+    escalated_at: float | None = None
+    deadline: float | None = None
+    assigned: int | None = None
+    tier_project: int | None = None
+    tier_task: int | None = None
+    final_label: str | None = None
+    alerted_version: int | None = None
+    overlap: int | None = None  # the per-task overlap crowdgate last asked Label Studio for
+
+    @classmethod
+    def from_redis(cls, project: int, task: int, raw: Mapping[bytes, bytes]) -> TaskRoute:
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        num = lambda k, f=float: f(get[k]) if get.get(k) not in (None, "") else None  # noqa: E731
+        return cls(
+            project=project,
+            task=task,
+            version=int(get.get("version", 0)),
+            claim=get.get("claim", ""),
+            status=get.get("status", "open"),
+            required_tier=get.get("required_tier") or None,
+            escalations=int(get.get("escalations", 0)),
+            escalated_at=num("escalated_at"),
+            deadline=num("deadline"),
+            assigned=num("assigned", int),
+            tier_project=num("tier_project", int),
+            tier_task=num("tier_task", int),
+            final_label=get.get("final_label") or None,
+            alerted_version=num("alerted_version", int),
+            overlap=num("overlap", int),
+        )
+
+
+_ROUTE_FIELDS = {f.name for f in fields(TaskRoute)} - {"project", "task", "version", "claim"}
+
+
+@dataclass(frozen=True)
+class AnnotatorRecord:
+    annotator: int
+    tier: str
+    version: int = 0
+    exam_attempts: int = 0
+    flagged: str | None = None
+
+
+class RoutingState:
+    def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
+        self.redis = connection
+        self.prefix = prefix
+
+    def _p(self, project: int) -> str:
+        return f"{self.prefix}:p:{project}:r"
+
+    # -- policies ---------------------------------------------------------------------------------------
+
+    def set_policy(self, project: int, text: str, origin: str = "") -> Policy:
+        """Validate ``text`` (raises PolicyError) and bind it to ``project``."""
+        policy = parse_policy(text, origin=origin or None)
+        self.redis.hset(f"{self._p(project)}:policy", mapping={"yaml": text, "origin": origin,
+                                                               "set_at": repr(time.time())})
+        return policy
+
+    def unset_policy(self, project: int) -> None:
+        self.redis.delete(f"{self._p(project)}:policy")
+
+    def policy_source(self, project: int) -> tuple[str, str]:
+        """(YAML text, origin) of the project's policy; the default file when none is bound."""
+        raw = self.redis.hmget(f"{self._p(project)}:policy", "yaml", "origin")
+        if raw[0] is not None:
+            return raw[0].decode(), (_s(raw[1]) or f"redis:{project}")
+        path = Path(os.environ.get("CROWDGATE_DEFAULT_POLICY", DEFAULT_POLICY_FILE))
+        return path.read_text(encoding="utf-8"), str(path)
+
+    def policy(self, project: int) -> Policy:
+        """The project's policy (an escalation project follows its source project's)."""
+        link = self.tier_project_link(project)
+        text, origin = self.policy_source(link[0] if link else project)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        cached = _POLICY_CACHE.get(digest)
+        if cached is None:
+            cached = _POLICY_CACHE[digest] = parse_policy(text, origin=origin)
+        return cached
+
+    @staticmethod
+    def load_file(path: str | Path) -> tuple[Policy, str]:
+        path = Path(path)
+        return load_policy(path), path.read_text(encoding="utf-8")
+
+    # -- annotators -------------------------------------------------------------------------------------
+
+    def tiers(self, project: int) -> dict[int, str]:
+        return {int(k): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:tiers").items()}
+
+    def annotator(self, project: int, annotator: int, policy: Policy) -> AnnotatorRecord:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(f"{self._p(project)}:tiers", annotator)
+        pipe.hmget(f"{self._p(project)}:ann:{annotator}", "version", "exam_attempts")
+        pipe.hget(f"{self._p(project)}:flagged", annotator)
+        tier, (version, attempts), flagged = pipe.execute()
+        return AnnotatorRecord(
+            annotator=annotator,
+            tier=_s(tier) or policy.tiers[0].name,
+            version=int(version or 0),
+            exam_attempts=int(attempts or 0),
+            flagged=_s(flagged),
+        )
+
+    def set_tier(self, project: int, annotator: int, tier: str) -> int:
+        """Set a tier by hand (no version check); returns the new version."""
+        pipe = self.redis.pipeline()
+        pipe.hset(f"{self._p(project)}:tiers", annotator, tier)
+        pipe.hincrby(f"{self._p(project)}:ann:{annotator}", "version", 1)
+        return int(pipe.execute()[1])
+
+    def change_tier(
+        self, project: int, annotator: int, expected_version: int, tier: str, *, failed_exam: bool = False,
+        exam_tasks: Iterable[int] = (), reset_exam: bool = False,
+    ) -> bool:
+        """Compare-and-set an annotator's tier at ``expected_version``; False if something changed it first.
+
+        ``failed_exam`` counts a failed attempt and spends ``exam_tasks``; ``reset_exam`` (a demotion back to
+        the exam tier) starts a fresh exam: the gold answered so far no longer counts.
+        """
+        ann_key = f"{self._p(project)}:ann:{annotator}"
+        used_key = f"{ann_key}:exam_used"
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(ann_key)
+                    if int(pipe.hget(ann_key, "version") or 0) != expected_version:
+                        pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(f"{self._p(project)}:tiers", annotator, tier)
+                    pipe.hincrby(ann_key, "version", 1)
+                    if failed_exam:
+                        pipe.hincrby(ann_key, "exam_attempts", 1)
+                    spent = [int(t) for t in exam_tasks]
+                    if spent and (failed_exam or reset_exam):
+                        pipe.sadd(used_key, *spent)
+                    pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    def exam_used(self, project: int, annotator: int) -> set[int]:
+        return {int(t) for t in self.redis.smembers(f"{self._p(project)}:ann:{annotator}:exam_used")}
+
+    def flag_annotator(self, project: int, annotator: int, reason: str) -> None:
+        self.redis.hset(f"{self._p(project)}:flagged", annotator, reason)
+
+    def unflag_annotator(self, project: int, annotator: int) -> None:
+        self.redis.hdel(f"{self._p(project)}:flagged", annotator)
+
+    def flagged(self, project: int) -> dict[int, str]:
+        return {int(k): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:flagged").items()}
+
+    def touch(self, annotators: Iterable[int], now: float | None = None) -> None:
+        """Note that these annotators were active just now (availability)."""
+        people = {str(int(a)): time.time() if now is None else now for a in annotators}
+        if people:
+            self.redis.zadd(f"{self.prefix}:r:seen", people)
+
+    def last_seen(self, annotators: Iterable[int]) -> dict[int, float | None]:
+        people = [int(a) for a in annotators]
+        if not people:
+            return {}
+        scores = self.redis.zmscore(f"{self.prefix}:r:seen", [str(a) for a in people])
+        return dict(zip(people, scores, strict=True))
+
+    # -- load -------------------------------------------------------------------------------------------
+
+    def assign(self, annotator: int, project: int, task: int) -> None:
+        self.redis.sadd(f"{self.prefix}:r:open:{annotator}", f"{project}:{task}")
+
+    def release(self, annotator: int, project: int, task: int) -> None:
+        self.redis.srem(f"{self.prefix}:r:open:{annotator}", f"{project}:{task}")
+
+    def loads(self, annotators: Iterable[int]) -> dict[int, int]:
+        people = [int(a) for a in annotators]
+        pipe = self.redis.pipeline(transaction=False)
+        for a in people:
+            pipe.scard(f"{self.prefix}:r:open:{a}")
+        return dict(zip(people, (int(n) for n in pipe.execute()), strict=True))
+
+    # -- task routes ------------------------------------------------------------------------------------
+
+    def route(self, project: int, task: int) -> TaskRoute:
+        return TaskRoute.from_redis(project, task, self.redis.hgetall(f"{self._p(project)}:task:{task}"))
+
+    def routes(self, project: int, tasks: Iterable[int]) -> dict[int, TaskRoute]:
+        ids = [int(t) for t in tasks]
+        pipe = self.redis.pipeline(transaction=False)
+        for t in ids:
+            pipe.hgetall(f"{self._p(project)}:task:{t}")
+        return {t: TaskRoute.from_redis(project, t, raw) for t, raw in zip(ids, pipe.execute(), strict=True)}
+
+    def claim(self, project: int, task: int, expected_version: int, key: str) -> TaskRoute | None:
+        """Take the next routing change of a task for the action named ``key``.
+
+        Succeeds when the route is still at ``expected_version`` (it moves to ``expected_version + 1`` with
+        ``claim = key``) or when ``key`` already holds it (a retry of the same action, which then redoes its
+        idempotent steps). Returns the route after the claim, or None when another change came first.
+        """
+        route_key = f"{self._p(project)}:task:{task}"
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(route_key)
+                    version, claim = pipe.hmget(route_key, "version", "claim")
+                    version = int(version or 0)
+                    if _s(claim) == key and version == expected_version + 1:
+                        pipe.reset()
+                        return self.route(project, task)
+                    if version != expected_version:
+                        pipe.reset()
+                        return None
+                    pipe.multi()
+                    pipe.hset(route_key, mapping={"version": version + 1, "claim": key})
+                    pipe.execute()
+                    return self.route(project, task)
+                except WatchError:
+                    continue
+
+    def update_route(self, project: int, task: int, **values: Any) -> TaskRoute:
+        """Write route fields (after a successful :meth:`claim`); None clears a field."""
+        unknown = set(values) - _ROUTE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown route fields {sorted(unknown)}")
+        route_key = f"{self._p(project)}:task:{task}"
+        pipe = self.redis.pipeline()
+        setting = {k: str(v) for k, v in values.items() if v is not None}
+        clearing = [k for k, v in values.items() if v is None]
+        if setting:
+            pipe.hset(route_key, mapping=setting)
+        if clearing:
+            pipe.hdel(route_key, *clearing)
+        member = f"{project}:{task}"
+        if "deadline" in values:
+            if values["deadline"] is None:
+                pipe.zrem(f"{self.prefix}:r:deadlines", member)
+            else:
+                pipe.zadd(f"{self.prefix}:r:deadlines", {member: float(values["deadline"])})
+        if values.get("status") == "final":
+            pipe.zrem(f"{self.prefix}:r:deadlines", member)
+        pipe.execute()
+        return self.route(project, task)
+
+    def due(self, now: float | None = None) -> list[tuple[int, int]]:
+        """Escalated tasks whose deadline has passed: ``(project, task)``."""
+        members = self.redis.zrangebyscore(f"{self.prefix}:r:deadlines", "-inf", time.time() if now is None else now)
+        return [tuple(int(x) for x in m.decode().split(":")) for m in members]  # type: ignore[misc]
+
+    def not_due(self, project: int, task: int) -> None:
+        """Stop watching a task's deadline (it was alerted; the route keeps the deadline)."""
+        self.redis.zrem(f"{self.prefix}:r:deadlines", f"{project}:{task}")
+
+    # -- flags on submissions ---------------------------------------------------------------------------
+
+    def flag_submission(self, project: int, unique_id: str, record: dict[str, Any]) -> bool:
+        """Remember a submission left out of counting; False if it was already flagged."""
+        return bool(self.redis.hsetnx(f"{self._p(project)}:offtier", unique_id, json.dumps(record)))
+
+    def flagged_submissions(self, project: int) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(f"{self._p(project)}:offtier")
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    # -- escalation projects ----------------------------------------------------------------------------
+
+    def tier_project(self, project: int, tier: str) -> int | None:
+        value = self.redis.hget(f"{self._p(project)}:tierprojects", tier)
+        return int(value) if value else None
+
+    def link_tier_project(self, project: int, tier: str, tier_project: int) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(f"{self._p(project)}:tierprojects", tier, tier_project)
+        pipe.hset(f"{self.prefix}:r:tierproject", tier_project, json.dumps({"source": project, "tier": tier}))
+        pipe.execute()
+
+    def tier_project_link(self, tier_project: int) -> tuple[int, str] | None:
+        """(source project, tier) when ``tier_project`` is an escalation project crowdgate made."""
+        raw = self.redis.hget(f"{self.prefix}:r:tierproject", tier_project)
+        if not raw:
+            return None
+        link = json.loads(raw)
+        return int(link["source"]), str(link["tier"])
+
+    def link_tier_task(self, tier_project: int, tier_task: int, source_task: int) -> None:
+        self.redis.hset(f"{self._p(tier_project)}:sources", tier_task, source_task)
+
+    def source_task(self, tier_project: int, tier_task: int) -> int | None:
+        value = self.redis.hget(f"{self._p(tier_project)}:sources", tier_task)
+        return int(value) if value else None
+
+    def view(self, tier_project: int, email: str) -> int | None:
+        value = self.redis.hget(f"{self._p(tier_project)}:views", email)
+        return int(value) if value else None
+
+    def set_view(self, tier_project: int, email: str, view: int) -> None:
+        self.redis.hset(f"{self._p(tier_project)}:views", email, view)
+
+    def written_back(self, tier_project: int, unique_id: str) -> int | None:
+        value = self.redis.hget(f"{self._p(tier_project)}:writeback", unique_id)
+        return int(value) if value else None
+
+    def set_written_back(self, tier_project: int, unique_id: str, annotation: int) -> None:
+        self.redis.hset(f"{self._p(tier_project)}:writeback", unique_id, annotation)
+
+    def prepared(self, project: int) -> bool:
+        return bool(self.redis.exists(f"{self._p(project)}:prepared"))
+
+    def set_prepared(self, project: int) -> None:
+        self.redis.set(f"{self._p(project)}:prepared", repr(time.time()))
+
+    # -- edition ----------------------------------------------------------------------------------------
+
+    def edition(self, project: int) -> str | None:
+        return _s(self.redis.get(f"{self.prefix}:r:edition:{project}"))
+
+    def set_edition(self, project: int, edition: str, ttl_s: int = 3600) -> None:
+        """Remember the probed edition for an hour (a server upgraded to Enterprise is picked up)."""
+        self.redis.set(f"{self.prefix}:r:edition:{project}", edition, ex=ttl_s)
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    def emails(self, users: Iterable[int]) -> dict[int, str | None]:
+        people = [int(u) for u in users]
+        if not people:
+            return {}
+        values = self.redis.hmget(f"{self.prefix}:r:users", people)
+        return {u: _s(v) for u, v in zip(people, values, strict=True)}
+
+    def cache_users(self, users: Mapping[int, str]) -> None:
+        if users:
+            self.redis.hset(f"{self.prefix}:r:users", mapping={str(k): v for k, v in users.items()})
