@@ -239,10 +239,11 @@ def _option_probability(
 ) -> float:
     """Probability of ``value`` among ``options``, token by token where the server listed alternatives.
 
-    At each token of the value the chosen token's probability is divided by the mass of the listed
-    alternatives that still spell one of the options — what grammar-constrained decoding does when it masks
-    the other tokens. Servers such as llama.cpp report logprobs from before the grammar, so the raw product
-    would count every forbidden token against the answer. Without alternatives the raw probability is used.
+    At each token of the value, the listed alternatives that spell the chosen option are weighed against all
+    that still spell an allowed option — what grammar-constrained decoding does when it masks the other
+    tokens; once only the chosen option is left, a step costs nothing. Servers such as llama.cpp report
+    logprobs from before the grammar, so the raw product would count every forbidden token against the
+    answer. Without alternatives the raw probability is used.
     """
     end = at + len(value)
     total = 0.0
@@ -269,12 +270,15 @@ def _option_probability(
                 seen.setdefault(text, float(alt.logprob))
         seen.setdefault(str(token.token), lp)
         mass = sum(math.exp(v) for v in seen.values())
+        # Other tokenisations of the chosen option (" ent" beside " entail") count for it, not against it.
+        mine = lead + value[len(done):]
+        chosen_mass = sum(math.exp(v) for t, v in seen.items() if spells(t, mine))
         if len(alternatives) >= TOP_LOGPROBS:
             # The list was cut off: an option it does not show may still hold up to the smallest listed
             # probability. Counting that keeps the score from claiming certainty it cannot see.
             floor = min(math.exp(float(a.logprob)) for a in alternatives)
             mass += floor * sum(1 for r in renderings if not any(spells(t, r) for t in seen))
-        total += lp - math.log(mass) if mass > 0 else lp
+        total += math.log(chosen_mass / mass) if mass > 0 and chosen_mass > 0 else lp
     return math.exp(total)
 
 

@@ -196,7 +196,8 @@ def test_logprob_confidence_with_pre_grammar_logprobs() -> None:
         alt(token='":', logprob=-0.1, top_logprobs=[]),
         alt(token=' "No', logprob=-1.2, top_logprobs=[
             alt(token=' "No', logprob=-1.2), alt(token=' "Ent', logprob=-0.9), alt(token="1", logprob=-0.5)]),
-        alt(token=" entailment", logprob=-0.05, top_logprobs=[alt(token=" entailment", logprob=-0.05)]),
+        alt(token=" entailment", logprob=-0.05, top_logprobs=[
+            alt(token=" entailment", logprob=-0.05), alt(token=" ent", logprob=-1.0), alt(token='"', logprob=-2)]),
         alt(token='"}', logprob=-0.01, top_logprobs=[]),
     ]
     assert "".join(t.token for t in tokens) == content
@@ -218,7 +219,7 @@ def test_logprob_confidence_when_the_listed_alternatives_are_cut_off() -> None:
               alt(token='"}', logprob=-0.01, top_logprobs=[])]
     conf = logprob_confidence(content, tokens, plan, parsed)
     chosen, pos, floor = math.exp(-0.2), math.exp(-2.0), math.exp(-4.0)
-    assert conf == pytest.approx(chosen / (chosen + pos + 2 * floor))
+    assert conf == pytest.approx((chosen + pos) / (chosen + pos + 2 * floor))
 
 
 def test_taxonomy_and_ner_parsing_rejects_bad_values() -> None:
