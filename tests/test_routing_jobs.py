@@ -1,0 +1,567 @@
+"""Routing jobs (routing/jobs.py, crowdgate/pipeline.py) with a private Redis and an in-process RQ worker.
+
+Label Studio is a small in-memory fake here (unit tests only); tests/test_routing_integration.py runs the
+same jobs against the real server.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from rq import Queue, SimpleWorker
+from rq.registry import ScheduledJobRegistry
+
+import routing.jobs as jobs
+from crowdgate.pipeline import handle_event
+from ml_backend.labeling import choice_region
+from qa_hooks.events import Event, Submission, TaskInfo
+from routing.audit import AuditLog
+from routing.labelstudio import COMMUNITY, ENTERPRISE, LabelStudioError
+from routing.state import RoutingState
+from scripts.seed import label_config
+
+CONFIG = label_config("text_classification")
+PREFIX = "t"
+SOURCE = 1
+POLICY = """
+tiers:
+  - {name: qualification}
+  - {name: tier1}
+  - {name: tier2, final_say: true}
+qualification: {exam_tasks: 3, pass_mark: 0.66, max_retries: 1}
+overlap: {min: 2, max: 3, stop: {rule: posterior, threshold: 0.95, worker_model: one_coin}}
+escalation: {agreement_below: 0.6, difficulty_above: 0.8, difficult_start_tier: tier2}
+sla: {deadline_seconds: 60}
+"""
+LADDER = POLICY.replace("  - {name: tier2, final_say: true}",
+                        "  - {name: tier2}\n  - {name: reviewer, final_say: true}")
+EMAILS = {i: f"u{i}@x.test" for i in range(1, 20)}
+_ids = itertools.count(1000)
+
+
+class FakeLabelStudio:
+    """Just enough of Label Studio's API for the routing jobs, with a log of every write."""
+
+    def __init__(self, edition: str = COMMUNITY) -> None:
+        self._edition = edition
+        self.projects: dict[int, dict[str, Any]] = {SOURCE: {"id": SOURCE, "title": "source", "label_config": CONFIG}}
+        self.hooks = {SOURCE: [{"url": "http://cg.test/hooks/labelstudio", "headers": {"X-Crowdgate-Secret": "s"}}]}
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.views: dict[tuple[int, str], int] = {}
+        self.writes: list[tuple[str, Any]] = []
+        self.fail_next: dict[str, int] = {}
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.fail_next.get(name):
+            self.fail_next[name] -= 1
+            raise LabelStudioError("POST", name, 500, "injected failure")
+
+    def add_task(self, project: int, data: dict, meta: dict | None = None, task: int | None = None,
+                 overlap: int = 2) -> int:
+        task = task or next(_ids)
+        self.tasks[task] = {"id": task, "project": project, "data": data, "meta": meta or {}, "overlap": overlap,
+                            "is_labeled": False, "total_annotations": 0, "annotations": [], "predictions": []}
+        return task
+
+    def add_annotation(self, task: int, user: int, result: list) -> dict:
+        t = self.tasks[task]
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        ann = {"id": next(_ids), "task": task, "project": t["project"], "completed_by": user, "result": result,
+               "created_at": stamp, "updated_at": stamp, "unique_id": f"uid-{next(_ids)}", "was_cancelled": False,
+               "ground_truth": False, "lead_time": 1.0}
+        t["annotations"].append(ann)
+        t["total_annotations"] += 1
+        t["is_labeled"] = t["total_annotations"] >= t["overlap"]
+        return ann
+
+    # -- the adapter's interface ----------------------------------------------------------------------
+    def edition(self, project: int | None = None) -> str:
+        return self._edition
+
+    def users(self) -> list[dict]:
+        return [{"id": i, "email": e} for i, e in EMAILS.items()]
+
+    def project(self, project: int) -> dict:
+        return self.projects[project]
+
+    def create_project(self, title: str, label_config: str, **settings: Any) -> int:
+        pid = next(_ids)
+        self.projects[pid] = {"id": pid, "title": title, "label_config": label_config, **settings}
+        self.writes.append(("create_project", pid))
+        return pid
+
+    def webhooks(self, project: int) -> list[dict]:
+        return self.hooks.get(project, [])
+
+    def create_webhook(self, project: int, url: str, headers: dict | None = None) -> int:
+        self.hooks.setdefault(project, []).append({"url": url, "headers": headers})
+        self.writes.append(("create_webhook", project))
+        return 1
+
+    def task(self, task: int) -> dict:
+        return self.tasks[task]
+
+    def patch_task(self, task: int, **fields: Any) -> dict:
+        self.writes.append(("patch_task", task, fields))
+        self.tasks[task].update(fields)
+        return self.tasks[task]
+
+    def set_overlap(self, task: int, overlap: int) -> dict:
+        return self.patch_task(task, overlap=overlap, is_labeled=False)
+
+    def close_task(self, task: int) -> dict:
+        return self.patch_task(task, is_labeled=True)
+
+    def replace_task_data(self, task: int, data: dict) -> dict:
+        return self.patch_task(task, data=data)
+
+    def import_tasks(self, project: int, tasks: list[dict]) -> list[int]:
+        self._maybe_fail("import_tasks")
+        ids = []
+        for t in tasks:
+            tid = self.add_task(project, t["data"], t.get("meta"), overlap=1)
+            self.tasks[tid]["predictions"] = t.get("predictions", [])
+            ids.append(tid)
+        self.writes.append(("import_tasks", project, ids))
+        return ids
+
+    def find_tasks(self, project: int, field: str, value: Any) -> list[dict]:
+        return [t for t in self.tasks.values() if t["project"] == project and t["data"].get(field) == value]
+
+    def annotations(self, task: int) -> list[dict]:
+        return self.tasks[task]["annotations"]
+
+    def create_annotation(self, task: int, result: list, completed_by: int | None = None, **extra: Any) -> dict:
+        self._maybe_fail("create_annotation")
+        self.writes.append(("create_annotation", task, completed_by))
+        return self.add_annotation(task, completed_by, result)
+
+    def update_annotation(self, annotation: int, **fields: Any) -> dict:
+        self.writes.append(("update_annotation", annotation, fields))
+        for t in self.tasks.values():
+            for a in t["annotations"]:
+                if a["id"] == annotation:
+                    a.update(fields)
+                    return a
+        raise LabelStudioError("PATCH", "/api/annotations/", 404, "")
+
+    def annotator_view(self, project: int, email: str) -> int:
+        if (project, email) not in self.views:
+            self.views[(project, email)] = next(_ids)
+            self.writes.append(("create_view", project, email))
+        return self.views[(project, email)]
+
+    def assign(self, project: int, task: int, users: list[int], kind: str = "AN") -> None:
+        self.writes.append(("assign", task, users))
+
+    def unassign(self, project: int, task: int, kind: str = "AN") -> None:
+        self.writes.append(("unassign", task))
+
+    def pause(self, project: int, user: int, verbose_reason: str, reason: str = "ANNOTATOR_EVALUATION") -> None:
+        self.writes.append(("pause", project, user))
+
+    def written(self, name: str) -> list[tuple]:
+        return [w for w in self.writes if w[0] == name]
+
+
+@pytest.fixture
+def ls():
+    fake = FakeLabelStudio()
+    jobs.set_labelstudio(fake)
+    yield fake
+    jobs.set_labelstudio(None)
+
+
+@pytest.fixture
+def env(redis_conn, ls):
+    state = RoutingState(redis_conn, PREFIX)
+    state.set_policy(SOURCE, POLICY)
+    for user, tier in {1: "tier1", 2: "tier1", 3: "tier1", 4: "tier2", 5: "tier2"}.items():
+        state.set_tier(SOURCE, user, tier)
+    return redis_conn, state, ls
+
+
+@functools.cache
+def _region(label: str) -> str:
+    return json.dumps(choice_region(CONFIG, "sentiment", [label]))
+
+
+def answer(label: str) -> list[dict]:
+    """The same result (region id included) every time for one label, as one annotator's answer would be."""
+    return [json.loads(_region(label))]
+
+
+def event_for(ls: FakeLabelStudio, ann: dict, action: str = "ANNOTATION_CREATED") -> dict:
+    task = ls.tasks[ann["task"]]
+    project = task["project"]
+    info = {"title": ls.projects[project]["title"], "label_config": CONFIG,
+            "maximum_annotations": ls.projects[project].get("maximum_annotations", 2)}
+    sub = Submission(project=project, task=ann["task"], annotation_id=ann["id"], unique_id=ann["unique_id"],
+                     annotator=ann["completed_by"], result=ann["result"], updated_at=ann["updated_at"],
+                     created_at=ann["created_at"], lead_time=1.0, was_cancelled=ann["was_cancelled"])
+    return Event(action, project, info, submissions=[sub],
+                 tasks=[TaskInfo(task["id"], task["data"], task["meta"])]).to_dict()
+
+
+def submit(conn, ls, task: int, user: int, label: str | None, run: bool = True) -> dict:
+    """An annotation in Label Studio and the webhook it fires, then the routing jobs it enqueues."""
+    ann = ls.add_annotation(task, user, answer(label) if label else [])
+    if label is None:
+        ann["was_cancelled"] = True
+    handle_event(event_for(ls, ann), PREFIX, conn)
+    if run:
+        run_jobs(conn)
+    return ann
+
+
+def run_jobs(conn) -> None:
+    SimpleWorker([Queue(jobs.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
+
+
+def audit_actions(conn, **query: Any) -> list[str]:
+    return [e.action for e in AuditLog(conn, PREFIX).query(**query)]
+
+
+def escalated_task(conn, ls, labels=("Positive", "Negative")) -> int:
+    task = ls.add_task(SOURCE, {"text": "hmm"})
+    for user, label in zip((1, 2), labels, strict=True):
+        submit(conn, ls, task, user, label)
+    return task
+
+
+# -- decisions --------------------------------------------------------------------------------------------
+
+
+def test_two_unknown_annotators_agreeing_get_a_third_label(env) -> None:
+    conn, state, ls = env
+    task = ls.add_task(SOURCE, {"text": "fine"})
+    submit(conn, ls, task, 1, "Positive")
+    assert not ls.written("patch_task")  # one label of two: Label Studio still serves it, no call needed
+    submit(conn, ls, task, 2, "Positive")
+    assert ls.written("patch_task") == [("patch_task", task, {"overlap": 3, "is_labeled": False})]
+    assert state.route(SOURCE, task).overlap == 3
+    decision = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, action="task:need_more")[-1]
+    assert decision.evidence["posterior"]["Positive"] == pytest.approx(0.49 / (0.49 + 2 * 0.15**2))
+    submit(conn, ls, task, 3, "Positive")  # three agree: final
+    assert state.route(SOURCE, task).status == "final"
+    assert ls.tasks[task]["meta"]["crowdgate"]["final"]["label"] == "Positive"
+    assert ls.tasks[task]["meta"]["crowdgate"]["final"]["decided_by"] == [1, 2, 3]
+
+
+def test_reliable_annotators_agreeing_stop_at_the_minimum(env) -> None:
+    conn, state, ls = env
+    golds = [ls.add_task(SOURCE, {"text": f"g{i}"}, {"gold": "Positive"}) for i in range(6)]
+    for g in golds:
+        for user in (1, 2):
+            submit(conn, ls, g, user, "Positive", run=False)
+    run_jobs(conn)
+    assert not ls.written("patch_task")  # gold items are scored, never routed
+    task = ls.add_task(SOURCE, {"text": "clear"})
+    submit(conn, ls, task, 1, "Negative")
+    submit(conn, ls, task, 2, "Negative")
+    assert state.route(SOURCE, task).final_label == "Negative"
+    assert ls.written("patch_task")[-1][2]["is_labeled"] is True
+    assert [w for w in ls.written("patch_task") if "overlap" in w[2]] == []
+
+
+def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)
+    route = state.route(SOURCE, task)
+    assert (route.status, route.required_tier, route.escalations, route.version) == ("escalated", "tier2", 1, 1)
+    assert route.assigned in (4, 5) and state.loads([route.assigned]) == {route.assigned: 1}
+    tier_project = state.tier_project(SOURCE, "tier2")
+    assert route.tier_project == tier_project and ls.projects[tier_project]["maximum_annotations"] == 1
+    assert ls.hooks[tier_project][0]["headers"] == {"X-Crowdgate-Secret": "s"}  # crowdgate's webhook copied
+    copy = ls.tasks[route.tier_task]
+    email = EMAILS[route.assigned]
+    assert copy["data"] == {"text": "hmm", "assigned_to": email, "crowdgate_source_task": task,
+                            "crowdgate_source_project": SOURCE}
+    assert [p["model_version"] for p in copy["predictions"]] == ["annotator:u1@x.test", "annotator:u2@x.test"]
+    assert (tier_project, email) in ls.views
+    assert ls.tasks[task]["is_labeled"] is True  # out of every tier-1 queue
+    assert route.deadline == pytest.approx(route.escalated_at + 60)
+    scheduled = ScheduledJobRegistry(jobs.ROUTING_QUEUE, connection=conn).get_job_ids()
+    assert scheduled == [f"cgroute_t_sla_{SOURCE}_{task}_v1"]
+
+    # The expert answers in the escalation project: written back on their behalf, then final.
+    expert = route.assigned
+    reply = ls.add_annotation(route.tier_task, expert, answer("Neutral"))
+    handle_event(event_for(ls, reply), PREFIX, conn)
+    run_jobs(conn)
+    written = ls.tasks[task]["annotations"][-1]
+    assert (written["completed_by"], written["result"]) == (expert, answer("Neutral"))
+    assert state.route(SOURCE, task).assigned is None and state.loads([expert]) == {expert: 0}
+    handle_event(event_for(ls, written), PREFIX, conn)  # the webhook of the written-back annotation
+    run_jobs(conn)
+    route = state.route(SOURCE, task)
+    assert (route.status, route.final_label) == ("final", "Neutral")
+    final = ls.tasks[task]["meta"]["crowdgate"]["final"]
+    assert final["decided_by"] == [expert] and final["result"] == answer("Neutral")
+    assert ls.tasks[route.tier_task]["is_labeled"] is True
+    assert state.due(now=route.escalated_at + 3600) == []
+    actions = audit_actions(conn, project=SOURCE, task=task)
+    for expected in ("task:escalate", "assign", "escalate", "task:write_back", "write_back", "task:final",
+                     "finalize"):
+        assert expected in actions
+
+
+def test_the_expert_updating_the_answer_updates_the_written_one(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)
+    route = state.route(SOURCE, task)
+    reply = ls.add_annotation(route.tier_task, route.assigned, answer("Neutral"))
+    handle_event(event_for(ls, reply), PREFIX, conn)
+    run_jobs(conn)
+    reply["result"], reply["updated_at"] = answer("Positive"), datetime.now(UTC).isoformat()
+    handle_event(event_for(ls, reply, "ANNOTATION_UPDATED"), PREFIX, conn)
+    run_jobs(conn)
+    (update,) = ls.written("update_annotation")
+    assert update[2] == {"result": answer("Positive")}
+    assert len(ls.written("create_annotation")) == 1
+
+
+def test_a_skip_in_the_escalation_queue_goes_to_the_next_expert(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)
+    first = state.route(SOURCE, task).assigned
+    skip = ls.add_annotation(state.route(SOURCE, task).tier_task, first, [])
+    skip["was_cancelled"] = True
+    handle_event(event_for(ls, skip), PREFIX, conn)
+    run_jobs(conn)
+    route = state.route(SOURCE, task)
+    assert route.assigned == ({4, 5} - {first}).pop() and route.version == 2
+    assert ls.tasks[route.tier_task]["data"]["assigned_to"] == EMAILS[route.assigned]
+    assert state.loads([first]) == {first: 0}
+
+
+def test_nobody_left_raises_an_alert(env) -> None:
+    conn, state, ls = env
+    state.set_tier(SOURCE, 5, "tier1")  # one expert only
+    task = escalated_task(conn, ls)
+    route = state.route(SOURCE, task)
+    skip = ls.add_annotation(route.tier_task, route.assigned, [])
+    skip["was_cancelled"] = True
+    handle_event(event_for(ls, skip), PREFIX, conn)
+    run_jobs(conn)
+    assert state.route(SOURCE, task).assigned is None
+    assert ls.tasks[route.tier_task]["data"]["assigned_to"] == ""  # any tier-2 annotator may take it
+    alert = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, kind="alert")[-1]
+    assert alert.action == "no_annotator" and "1 touched task" in alert.reason
+
+
+def test_work_below_the_required_tier_is_flagged_and_left_out(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)
+    late = submit(conn, ls, task, 3, "Positive")  # a tier-1 annotator opened it anyway (Community cannot stop it)
+    assert state.flagged_submissions(SOURCE)[late["unique_id"]]["annotator"] == 3
+    decision = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, action="task:need_more")[-1]
+    assert decision.evidence["counted"] == 0 and {x["annotator_id"] for x in decision.evidence["excluded"]} == \
+        {"1", "2", "3"}
+    assert state.route(SOURCE, task).status == "escalated"  # still waiting for its expert
+    newcomer = ls.add_task(SOURCE, {"text": "real"})
+    work = submit(conn, ls, newcomer, 9, "Positive")  # exam tier on a real task
+    assert "exam tier" in state.flagged_submissions(SOURCE)[work["unique_id"]]["reason"]
+    assert audit_actions(conn, project=SOURCE, kind="flag") == ["off_tier_work", "off_tier_work"]
+
+
+def test_a_decision_taken_twice_acts_once(env) -> None:
+    conn, state, ls = env
+    task = ls.add_task(SOURCE, {"text": "x"})
+    submit(conn, ls, task, 1, "Positive")
+    ann = ls.add_annotation(task, 2, answer("Negative"))
+    event = event_for(ls, ann)
+    first = handle_event(event, PREFIX, conn)
+    second = handle_event(event, PREFIX, conn)  # a redelivered or retried event
+    assert first["routing"]["enqueued"] and second["routing"]["enqueued"] == []
+    run_jobs(conn)
+    assert len(ls.written("import_tasks")) == 1
+    route = state.route(SOURCE, task)
+    # The job itself, run again (an RQ retry after its work went through), resumes and changes nothing.
+    jobs.escalate(SOURCE, task, "tier2", 0, 1, prefix=PREFIX, connection=conn)
+    assert len(ls.written("import_tasks")) == 1 and state.route(SOURCE, task).tier_task == route.tier_task
+    # A stale decision (taken before the route moved on) does nothing.
+    jobs.finalize(SOURCE, task, 0, "Positive", prefix=PREFIX, connection=conn)
+    assert state.route(SOURCE, task).status == "escalated"
+    assert "finalize_skipped" in audit_actions(conn, project=SOURCE, task=task)
+
+
+def test_a_failing_label_studio_call_is_retried_and_audited(env) -> None:
+    conn, state, ls = env
+    ls.fail_next["import_tasks"] = 1
+    task = escalated_task(conn, ls)
+    error = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, kind="error")[-1]
+    assert error.action == "escalate" and "injected failure" in error.reason and error.evidence["will_retry"]
+    job_id = error.evidence["job"]
+    assert job_id in ScheduledJobRegistry(jobs.ROUTING_QUEUE, connection=conn).get_job_ids()  # retry scheduled
+    assert state.route(SOURCE, task).status == "open"  # claimed but not done: the retry resumes it
+    job = Queue(jobs.ROUTING_QUEUE, connection=conn).fetch_job(job_id)
+    jobs.escalate(**job.kwargs, connection=conn)  # what the retry runs
+    assert state.route(SOURCE, task).status == "escalated" and len(ls.written("import_tasks")) == 1
+
+
+def test_a_lost_write_back_is_not_written_twice(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)
+    route = state.route(SOURCE, task)
+    reply = ls.add_annotation(route.tier_task, route.assigned, answer("Neutral"))
+    handle_event(event_for(ls, reply), PREFIX, conn)
+    run_jobs(conn)
+    state.redis.delete(f"{PREFIX}:p:{route.tier_project}:r:writeback")  # as if it died before remembering
+    jobs.write_back(route.tier_project, route.tier_task, reply["unique_id"], prefix=PREFIX, connection=conn)
+    assert len(ls.written("create_annotation")) == 1
+
+
+def test_stale_overlap_jobs_never_reopen_an_escalated_task(env) -> None:
+    conn, state, ls = env
+    ls.projects[SOURCE]["maximum_annotations"] = 1  # full after one label: the next needs an overlap change
+    task = ls.add_task(SOURCE, {"text": "x"}, overlap=1)
+    submit(conn, ls, task, 1, "Positive", run=False)  # set_overlap queued ...
+    submit(conn, ls, task, 2, "Negative", run=False)  # ... and then an escalation, before either runs
+    run_jobs(conn)
+    assert state.route(SOURCE, task).status == "escalated"
+    assert ls.tasks[task]["is_labeled"] is True
+    assert "set_overlap_skipped" in audit_actions(conn, project=SOURCE, task=task)
+
+
+def test_hard_tasks_start_at_the_higher_tier(env) -> None:
+    conn, state, ls = env
+    task = ls.add_task(SOURCE, {"text": "tricky"}, {"difficulty": 0.95})
+    easy = ls.add_task(SOURCE, {"text": "easy"}, {"difficulty": 0.1})
+    info = {"label_config": CONFIG, "maximum_annotations": 2}
+    handle_event(Event("TASKS_CREATED", SOURCE, info, tasks=[TaskInfo(t, ls.tasks[t]["data"], ls.tasks[t]["meta"])
+                                                               for t in (task, easy)]).to_dict(), PREFIX, conn)
+    run_jobs(conn)
+    route = state.route(SOURCE, task)
+    assert (route.status, route.required_tier, route.escalations) == ("escalated", "tier2", 0)  # not counted
+    assert state.route(SOURCE, easy).status == "open" and len(ls.written("import_tasks")) == 1
+
+
+# -- annotators -------------------------------------------------------------------------------------------
+
+
+def test_qualification_exam_pass_fail_retry_and_lock_out(env) -> None:
+    conn, state, ls = env
+    policy = state.policy(SOURCE)
+    golds = [ls.add_task(SOURCE, {"text": f"g{i}"}, {"gold": "Positive"}) for i in range(9)]
+    for g in golds[:3]:
+        submit(conn, ls, g, 7, "Positive")  # 7 passes
+        submit(conn, ls, g, 8, "Negative")  # 8 fails its first attempt
+    assert state.annotator(SOURCE, 7, policy).tier == "tier1"
+    eight = state.annotator(SOURCE, 8, policy)
+    assert (eight.tier, eight.exam_attempts) == ("qualification", 1)
+    assert state.exam_used(SOURCE, 8) == set(golds[:3])
+    for g in golds[3:6]:
+        submit(conn, ls, g, 8, "Negative")  # the retry fails too: locked out
+    eight = state.annotator(SOURCE, 8, policy)
+    assert (eight.tier, eight.exam_attempts) == ("qualification", 2)
+    for g in golds[6:]:
+        submit(conn, ls, g, 8, "Positive")  # too late
+    assert state.annotator(SOURCE, 8, policy).tier == "qualification"
+    assert audit_actions(conn, project=SOURCE, annotator=7, kind="action") == ["qualify"]
+    assert audit_actions(conn, project=SOURCE, annotator=8, kind="action") == ["fail_exam", "fail_exam", "pause"]
+    pause = AuditLog(conn, PREFIX).query(project=SOURCE, annotator=8, action="pause")[0]
+    assert pause.evidence == {"edition": "community"} and not ls.written("pause")
+
+
+def test_enterprise_pauses_a_locked_out_annotator(redis_conn) -> None:
+    fake = FakeLabelStudio(ENTERPRISE)
+    jobs.set_labelstudio(fake)
+    try:
+        state = RoutingState(redis_conn, PREFIX)
+        state.set_policy(SOURCE, POLICY.replace("max_retries: 1", "max_retries: 0"))
+        for i in range(3):
+            g = fake.add_task(SOURCE, {"text": f"g{i}"}, {"gold": "Positive"})
+            submit(redis_conn, fake, g, 8, "Neutral")
+        assert fake.written("pause") == [("pause", SOURCE, 8)]
+    finally:
+        jobs.set_labelstudio(None)
+
+
+def test_enterprise_escalation_uses_the_assignment_api(redis_conn) -> None:
+    fake = FakeLabelStudio(ENTERPRISE)
+    jobs.set_labelstudio(fake)
+    try:
+        state = RoutingState(redis_conn, PREFIX)
+        state.set_policy(SOURCE, POLICY)
+        for user, tier in {1: "tier1", 2: "tier1", 4: "tier2"}.items():
+            state.set_tier(SOURCE, user, tier)
+        task = escalated_task(redis_conn, fake)
+        assert fake.written("unassign")[0] == ("unassign", task) and fake.written("assign") == [("assign", task, [4])]
+        assert fake.tasks[task]["overlap"] == 3 and fake.tasks[task]["is_labeled"] is False
+        assert not fake.written("create_project") and state.route(SOURCE, task).tier_project is None
+        written = submit(redis_conn, fake, task, 4, "Negative")
+        assert written and state.route(SOURCE, task).final_label == "Negative"
+        assert fake.written("unassign")[-1] == ("unassign", task)
+    finally:
+        jobs.set_labelstudio(None)
+
+
+def test_promotion_and_demotion_use_the_reliability_interval(env) -> None:
+    conn, state, ls = env
+    state.set_policy(SOURCE, POLICY.replace("  - {name: tier2, final_say: true}",
+                                            "  - {name: tier2, promote: {min_gold: 4, min_lower: 0.6}}")
+                     .replace("  - {name: tier1}", "  - {name: tier1, demote: {max_upper: 0.6}}"))
+    policy = state.policy(SOURCE)
+    for i in range(6):  # separate gold items, so only gold moves the record: Beta(3.5 + right, 1.5 + wrong)
+        submit(conn, ls, ls.add_task(SOURCE, {"text": f"g{i}"}, {"gold": "Positive"}), 1, "Positive")
+        submit(conn, ls, ls.add_task(SOURCE, {"text": f"h{i}"}, {"gold": "Positive"}), 2, "Negative")
+        if i == 3:  # 4 right: lower bound 0.603 >= 0.6; 4 wrong: upper bound 0.657, not yet < 0.6
+            assert state.annotator(SOURCE, 1, policy).tier == "tier2"
+            assert state.annotator(SOURCE, 2, policy).tier == "tier1"
+    assert state.annotator(SOURCE, 1, policy).tier == "tier2"
+    assert state.annotator(SOURCE, 2, policy).tier == "qualification"  # demoted: takes the exam again
+    assert audit_actions(conn, project=SOURCE, annotator=1, kind="action") == ["promote"]
+    assert audit_actions(conn, project=SOURCE, annotator=2, kind="action") == ["demote", "pause"]
+
+
+# -- deadlines --------------------------------------------------------------------------------------------
+
+
+def test_missed_deadline_goes_one_tier_up_then_alerts(redis_conn, ls, monkeypatch) -> None:
+    state = RoutingState(redis_conn, PREFIX)
+    state.set_policy(SOURCE, LADDER)
+    for user, tier in {1: "tier1", 2: "tier1", 4: "tier2", 6: "reviewer"}.items():
+        state.set_tier(SOURCE, user, tier)
+    task = escalated_task(redis_conn, ls)
+    route = state.route(SOURCE, task)
+    assert jobs.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"action": "none"}
+    later = route.escalated_at + 61
+    monkeypatch.setattr(jobs.time, "time", lambda: later)
+    assert jobs.sweep_deadlines(PREFIX, redis_conn) == {"checked": 1}
+    run_jobs(redis_conn)
+    up = state.route(SOURCE, task)
+    assert (up.required_tier, up.assigned, up.escalations) == ("reviewer", 6, 2)
+    assert ls.tasks[route.tier_task]["is_labeled"] is True  # the tier-2 copy is closed
+    assert state.loads([4, 6]) == {4: 0, 6: 1}
+    monkeypatch.setattr(jobs.time, "time", lambda: later + 61)
+    out = jobs.check_deadline(SOURCE, task, up.version, PREFIX, redis_conn)
+    assert out["action"] == "alert"
+    assert audit_actions(redis_conn, project=SOURCE, task=task, kind="alert") == ["sla_breach"]
+    assert jobs.sweep_deadlines(PREFIX, redis_conn) == {"checked": 0}  # alerted once
+    assert jobs.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"superseded": True}
+
+
+# -- failures ---------------------------------------------------------------------------------------------
+
+
+def test_a_bad_decision_input_is_audited_and_retried_without_losing_the_others(env) -> None:
+    conn, state, ls = env
+    state.redis.hset(f"{PREFIX}:p:{SOURCE}:r:tiers", 1, "tier-that-was-removed")
+    task = ls.add_task(SOURCE, {"text": "x"})
+    ann = ls.add_annotation(task, 1, answer("Positive"))
+    with pytest.raises(jobs.RoutingError, match="unknown tier"):
+        handle_event(event_for(ls, ann), PREFIX, conn)
+    errors = AuditLog(conn, PREFIX).query(project=SOURCE, kind="error")
+    assert len(errors) == 2 and all("unknown tier" in e.reason for e in errors)  # annotator and task decisions
+
+
+def test_events_without_a_project_or_config_are_left_alone(env) -> None:
+    conn, _state, _ls = env
+    assert jobs.after_scoring({"project": None}, PREFIX, conn)["decisions"] == []
+    assert jobs.after_scoring({"project": 99, "tasks": [5], "annotators": []}, PREFIX, conn)["decisions"] == []
