@@ -118,11 +118,23 @@ class _Ctx:
     ledger: Ledger = field(init=False)
     store: SubmissionStore = field(init=False)
 
+    dry_run: bool = False  # decide and audit, but enqueue no action (a project without a bound policy)
+
     def __post_init__(self) -> None:
         self.state = RoutingState(self.connection, self.prefix)
         self.audit = AuditLog(self.connection, self.prefix)
         self.ledger = Ledger(self.connection, self.prefix)
         self.store = SubmissionStore(self.connection, self.prefix)
+
+    def enqueue(self, func: Callable[..., Any], job_id: str, **kwargs: Any) -> str | None:
+        """An action for a decision; nothing in dry-run mode."""
+        if self.dry_run:
+            return None
+        return enqueue_action(self.connection, func, job_id, **kwargs)
+
+    @property
+    def mode(self) -> dict[str, Any]:
+        return {"dry_run": True} if self.dry_run else {}
 
 
 def _ctx(prefix: str, connection: redis.Redis | None) -> _Ctx:
@@ -316,6 +328,11 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
     annotators = [int(a) for a in result.get("annotators") or []]
     ctx.state.touch(annotators, now)
     link = ctx.state.tier_project_link(project)
+    # Until a policy is bound to a project, routing only shows what it would do (CROWDGATE_ROUTE_UNBOUND=1
+    # acts on the default policy too): nothing in Label Studio changes behind an admin's back.
+    ctx.dry_run = link is None and not ctx.state.policy_bound(project) and \
+        os.environ.get("CROWDGATE_ROUTE_UNBOUND") != "1"
+    summary["dry_run"] = ctx.dry_run
     try:
         policy = ctx.state.policy(project)
     except Exception as exc:
@@ -327,8 +344,8 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
                    lambda t=tier_task: _after_tier_task(ctx, policy, project, link, int(t), summary))
     else:
         if not ctx.state.prepared(project):
-            job = enqueue_action(ctx.connection, prepare_project, _job_id(ctx.prefix, "prepare", project),
-                                 project=project, prefix=ctx.prefix)
+            job = ctx.enqueue(prepare_project, _job_id(ctx.prefix, "prepare", project), project=project,
+                              prefix=ctx.prefix)
             if job:
                 summary["enqueued"].append(job)
         for annotator in annotators:
@@ -405,16 +422,15 @@ def _route_annotator(ctx: _Ctx, policy: Policy, project: int, annotator: int, su
         answered, correct, spent = _exam_counts(ctx, project, annotator, policy.qualification.exam_tasks)
         exam = (answered, correct)
     decision = decide_annotator(annotator_state(record, rel, policy, exam), policy)
-    evidence = {**decision.evidence, "tier_after": decision.tier, "version": record.version}
+    evidence = {**decision.evidence, "tier_after": decision.tier, "version": record.version, **ctx.mode}
     ctx.audit.record("decision", f"annotator:{decision.action}", project, None, [annotator], decision.reason, evidence)
     summary["decisions"].append({"annotator": annotator, "action": str(decision.action), "tier": decision.tier})
     if decision.action == AnnotatorAction.NONE:
         return
-    job = enqueue_action(ctx.connection, apply_tier_change, _job_id(ctx.prefix, "tier", project, annotator,
-                                                                    f"v{record.version}"),
-                         project=project, annotator=annotator, action=str(decision.action), from_tier=record.tier,
-                         to_tier=decision.tier, version=record.version, exam_tasks=spent, reason=decision.reason,
-                         prefix=ctx.prefix)
+    job = ctx.enqueue(apply_tier_change, _job_id(ctx.prefix, "tier", project, annotator, f"v{record.version}"),
+                      project=project, annotator=annotator, action=str(decision.action), from_tier=record.tier,
+                      to_tier=decision.tier, version=record.version, exam_tasks=spent, reason=decision.reason,
+                      prefix=ctx.prefix)
     summary["enqueued"].append(job)
 
 
@@ -450,7 +466,8 @@ def _route_task(ctx: _Ctx, policy: Policy, project: int, task: int, now: float, 
                        reliability={a: r.mean for a, r in rels.items()}, difficulty=difficulty)
     decision = decide_task(state, policy)
     ctx.audit.record("decision", f"task:{decision.action}", project, task, people, decision.reason,
-                     {**decision.evidence, "tier": decision.tier, "label": decision.label, "version": route.version})
+                     {**decision.evidence, "tier": decision.tier, "label": decision.label, "version": route.version,
+                      **ctx.mode})
     summary["decisions"].append({"task": task, "action": str(decision.action), "tier": decision.tier})
     _flag_off_tier(ctx, policy, project, task, live, state, route, summary)
     counted = {int(label.annotator_id) for label in counted_labels(state, policy)}
@@ -479,9 +496,8 @@ def _flag_off_tier(ctx: _Ctx, policy: Policy, project: int, task: int, live: lis
             continue
         why = (f"{label.tier} annotator below the required tier {policy.tiers[required].name}"
                + (" after escalation" if after_escalation else " (exam tier, real task)"))
-        job = enqueue_action(ctx.connection, flag_submission, _job_id(ctx.prefix, "flag", project, sub.unique_id),
-                             project=project, task=task, annotator=sub.annotator, unique_id=sub.unique_id,
-                             reason=why, prefix=ctx.prefix)
+        job = ctx.enqueue(flag_submission, _job_id(ctx.prefix, "flag", project, sub.unique_id), project=project,
+                          task=task, annotator=sub.annotator, unique_id=sub.unique_id, reason=why, prefix=ctx.prefix)
         if job:
             summary["enqueued"].append(job)
 
@@ -495,30 +511,29 @@ def _act_on_task(ctx: _Ctx, policy: Policy, project: int, task: int, decision: T
         giving = [s for s in counted if values.get(s.annotator) == decision.label]
         if "decided_by" in decision.evidence:  # a final-say tier: that one label settles it
             giving = [s for s in giving if str(s.annotator) == str(decision.evidence["decided_by"])]
-        job = enqueue_action(
-            ctx.connection, finalize, _job_id(ctx.prefix, "final", project, task, f"v{version}"),
+        job = ctx.enqueue(
+            finalize, _job_id(ctx.prefix, "final", project, task, f"v{version}"),
             project=project, task=task, version=version, label=decision.label,
             result=giving[-1].result if giving else None, reason=decision.reason,
             confident=bool(decision.evidence.get("confident", True)),
             decided_by=sorted({s.annotator for s in giving}), prefix=ctx.prefix)
     elif decision.action == TaskAction.ESCALATE:
         counts = bool(decision.evidence.get("counts_toward_limit", True))
-        job = enqueue_action(
-            ctx.connection, escalate, _job_id(ctx.prefix, "escalate", project, task, f"v{version}"),
+        job = ctx.enqueue(
+            escalate, _job_id(ctx.prefix, "escalate", project, task, f"v{version}"),
             project=project, task=task, tier=decision.tier, version=version,
             escalations=route.escalations + int(counts), reason=decision.reason, prefix=ctx.prefix)
     elif route.status == "escalated":
         if route.assigned is None:  # the assigned annotator answered: another one at the same tier
-            job = enqueue_action(ctx.connection, reassign,
-                                 _job_id(ctx.prefix, "reassign", project, task, f"v{version}"), project=project,
-                                 task=task, version=version, reason=decision.reason, prefix=ctx.prefix)
+            job = ctx.enqueue(reassign, _job_id(ctx.prefix, "reassign", project, task, f"v{version}"),
+                              project=project, task=task, version=version, reason=decision.reason, prefix=ctx.prefix)
     elif in_label_studio:
         needed = int(decision.evidence.get("needed_at_least", 1))
         if in_label_studio + needed > slots:
-            job = enqueue_action(ctx.connection, set_overlap,
-                                 _job_id(ctx.prefix, "overlap", project, task, f"v{version}", f"n{in_label_studio}"),
-                                 project=project, task=task, version=version, annotations=in_label_studio,
-                                 needed=needed, reason=decision.reason, prefix=ctx.prefix)
+            job = ctx.enqueue(set_overlap,
+                              _job_id(ctx.prefix, "overlap", project, task, f"v{version}", f"n{in_label_studio}"),
+                              project=project, task=task, version=version, annotations=in_label_studio,
+                              needed=needed, reason=decision.reason, prefix=ctx.prefix)
     if job:
         summary["enqueued"].append(job)
 
@@ -545,27 +560,25 @@ def _after_tier_task(ctx: _Ctx, policy: Policy, tier_project: int, link: tuple[i
         tier_of = tiers.get(sub.annotator, policy.tiers[0].name)
         if policy.tier_index(tier_of) < policy.tier_index(tier):
             why = f"{tier_of} annotator answered in the {tier} escalation project"
-            job = enqueue_action(ctx.connection, flag_submission, _job_id(ctx.prefix, "flag", tier_project,
-                                                                          sub.unique_id),
-                                 project=tier_project, task=tier_task, annotator=sub.annotator,
-                                 unique_id=sub.unique_id, reason=why, prefix=ctx.prefix)
+            job = ctx.enqueue(flag_submission, _job_id(ctx.prefix, "flag", tier_project, sub.unique_id),
+                              project=tier_project, task=tier_task, annotator=sub.annotator,
+                              unique_id=sub.unique_id, reason=why, prefix=ctx.prefix)
         elif sub.was_cancelled:
             if sub.annotator != route.assigned or route.status != "escalated":
                 continue
             ctx.audit.record("decision", "task:reassign", source, source_task, [sub.annotator],
                              f"{sub.annotator} skipped the escalated task", {"tier_project": tier_project})
-            job = enqueue_action(ctx.connection, reassign, _job_id(ctx.prefix, "reassign", source, source_task,
-                                                                   f"v{route.version}"),
-                                 project=source, task=source_task, version=route.version,
-                                 reason=f"{sub.annotator} skipped it", prefix=ctx.prefix)
+            job = ctx.enqueue(reassign, _job_id(ctx.prefix, "reassign", source, source_task, f"v{route.version}"),
+                              project=source, task=source_task, version=route.version,
+                              reason=f"{sub.annotator} skipped it", prefix=ctx.prefix)
         else:
             ctx.audit.record("decision", "task:write_back", source, source_task, [sub.annotator],
                              f"answer of {tier_of} {sub.annotator} in escalation project {tier_project}",
                              {"tier_project": tier_project, "tier_task": tier_task, "unique_id": sub.unique_id})
-            job = enqueue_action(ctx.connection, write_back, _job_id(ctx.prefix, "writeback", tier_project,
-                                                                     sub.unique_id, sub.updated_at),
-                                 tier_project=tier_project, tier_task=tier_task, unique_id=sub.unique_id,
-                                 prefix=ctx.prefix)
+            job = ctx.enqueue(write_back, _job_id(ctx.prefix, "writeback", tier_project, sub.unique_id,
+                                                  sub.updated_at),
+                              tier_project=tier_project, tier_task=tier_task, unique_id=sub.unique_id,
+                              prefix=ctx.prefix)
         if job:
             summary["enqueued"].append(job)
 

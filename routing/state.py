@@ -130,6 +130,9 @@ class RoutingState:
                                                                "set_at": repr(time.time())})
         return policy
 
+    def policy_bound(self, project: int) -> bool:
+        return bool(self.redis.exists(f"{self._p(project)}:policy"))
+
     def unset_policy(self, project: int) -> None:
         self.redis.delete(f"{self._p(project)}:policy")
 

@@ -230,3 +230,17 @@ def test_exam_and_dynamic_overlap(labelstudio, stack, people, tmp_path):
     source = wait_for(lambda: final_of(uncertain), what="uncertain task final")
     assert source["meta"]["crowdgate"]["final"]["label"] == "Positive"
     assert source["total_annotations"] == 3
+
+
+def test_why_escalation_projects_and_not_views_alone(labelstudio, people):
+    """The measured reason behind the Community design: a per-annotator view filters what "label tasks as
+    displayed" serves, but reopening a task in the source project puts it back in every plain /next/ ("Label
+    All Tasks"), so a tier-1 annotator would get it. An escalation project leaves the source task closed."""
+    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    c, e = people["C"], people["E"]
+    project = admin.create_project("views alone", CONFIG, maximum_annotations=2)  # two may hold it at once
+    task = admin.import_tasks(project, [{"data": {"text": "for C only", "assigned_to": c.email}}])[0]
+    view_c, view_e = admin.annotator_view(project, c.email), admin.annotator_view(project, e.email)
+    assert admin.as_user(e.token).next_task(project, view_e) is None  # E's own tab: nothing for E
+    assert admin.as_user(c.token).next_task(project, view_c)["id"] == task  # C's tab serves it
+    assert admin.as_user(e.token).next_task(project)["id"] == task  # ... and so does E's "Label All Tasks"

@@ -219,8 +219,18 @@ def submit(conn, ls, task: int, user: int, label: str | None, run: bool = True) 
     return ann
 
 
+class _BurstWorker(SimpleWorker):
+    """RQ's in-process worker without its command channel (a pub/sub thread that takes 1 s to stop)."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 def run_jobs(conn) -> None:
-    SimpleWorker([Queue(jobs.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
+    _BurstWorker([Queue(jobs.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
 
 
 def audit_actions(conn, **query: Any) -> list[str]:
@@ -565,3 +575,17 @@ def test_events_without_a_project_or_config_are_left_alone(env) -> None:
     conn, _state, _ls = env
     assert jobs.after_scoring({"project": None}, PREFIX, conn)["decisions"] == []
     assert jobs.after_scoring({"project": 99, "tasks": [5], "annotators": []}, PREFIX, conn)["decisions"] == []
+
+
+def test_a_project_without_a_policy_is_routed_in_dry_run(redis_conn, ls, monkeypatch) -> None:
+    state = RoutingState(redis_conn, PREFIX)  # no policy bound: the default one, decisions only
+    task = ls.add_task(SOURCE, {"text": "x"})
+    for user, label in ((1, "Positive"), (2, "Negative")):
+        submit(redis_conn, ls, task, user, label)
+    assert ls.writes == [] and state.route(SOURCE, task).status == "open"
+    decisions = AuditLog(redis_conn, PREFIX).query(project=SOURCE, kind="decision")
+    assert decisions and all(d.evidence["dry_run"] for d in decisions)
+    assert audit_actions(redis_conn, project=SOURCE, kind="action") == []
+    monkeypatch.setenv("CROWDGATE_ROUTE_UNBOUND", "1")  # opting in for unbound projects acts on the default
+    submit(redis_conn, ls, ls.add_task(SOURCE, {"text": "y"}), 3, "Positive")
+    assert ls.written("create_project")  # prepared for escalations
