@@ -68,7 +68,7 @@ from routing.decisions import (
     decide_annotator,
     decide_task,
 )
-from routing.labelstudio import ENTERPRISE, LabelStudioAPI, user_id
+from routing.labelstudio import ENTERPRISE, LabelStudioAPI, LabelStudioError, user_id
 from routing.policy import Policy, StopRule
 from routing.state import AnnotatorRecord, RoutingState, TaskRoute
 from routing.stopping import WorkerModel, consensus_posterior, prior_confusion
@@ -762,7 +762,8 @@ def _ensure_tier_project(ctx: _Ctx, api: LabelStudioAPI, project: int, tier: str
         tier_project = api.create_project(
             title, source["label_config"], maximum_annotations=1, show_collab_predictions=False,
             description=f"crowdgate: tasks escalated to {tier} from project {project}; answers are written back there")
-        hooks = [h for h in api.webhooks(project) if str(h.get("url", "")).rstrip("/").endswith("/hooks/labelstudio")]
+        hooks = [h for h in api.webhooks(project) if h.get("project", project) == project
+                 and str(h.get("url", "")).rstrip("/").endswith("/hooks/labelstudio")]
         for hook in hooks[:1]:
             api.create_webhook(tier_project, hook["url"], hook.get("headers") or {})
         ctx.state.link_tier_project(project, tier, tier_project)
@@ -776,17 +777,28 @@ def _ensure_tier_project(ctx: _Ctx, api: LabelStudioAPI, project: int, tier: str
         return tier_project
 
 
+def _unless_gone(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, or None when Label Studio says the object no longer exists (404)."""
+    try:
+        return call(*args)
+    except LabelStudioError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def _community_route(ctx: _Ctx, api: LabelStudioAPI, project: int, task: int, tier: str, route: TaskRoute,
                      chosen: int | None, email: str | None) -> tuple[int, int]:
     tier_project = _ensure_tier_project(ctx, api, project, tier)
     if route.tier_project and route.tier_task and route.tier_project != tier_project:
-        api.close_task(route.tier_task)  # escalated further: the lower escalation queue loses it
+        _unless_gone(api.close_task, route.tier_task)  # escalated further: the lower escalation queue loses it
     tier_task = route.tier_task if route.tier_project == tier_project else None
-    if tier_task is None:
+    current = _unless_gone(api.task, tier_task) if tier_task is not None else None
+    if current is None:
         existing = api.find_tasks(tier_project, SOURCE_FIELD, task)  # a retry after an import that went through
-        tier_task = int(existing[0]["id"]) if existing else None
-    if tier_task is not None:
-        current = api.task(tier_task)
+        current = existing[0] if existing else None
+    if current is not None:
+        tier_task = int(current["id"])
         data = {**(current.get("data") or {}), "assigned_to": email or ""}
         if current.get("data") != data:
             api.replace_task_data(tier_task, data)
@@ -803,7 +815,14 @@ def _community_route(ctx: _Ctx, api: LabelStudioAPI, project: int, task: int, ti
         payload = {"data": tagged,
                    "meta": {"crowdgate": {"source_project": project, "source_task": task, "tier": tier}},
                    "predictions": predictions}
-        tier_task = api.import_tasks(tier_project, [payload])[0]
+        try:
+            tier_task = api.import_tasks(tier_project, [payload])[0]
+        except LabelStudioError as exc:
+            if exc.status == 404:  # someone deleted the escalation project: the retry makes a new one
+                ctx.state.unlink_tier_project(project, tier, tier_project)
+                ctx.audit.record("alert", "escalation_project_gone", project, task, [],
+                                 f"escalation project {tier_project} for {tier} is gone; a new one will be made")
+            raise
     ctx.state.link_tier_task(tier_project, tier_task, task)
     if email and ctx.state.view(tier_project, email) is None:
         ctx.state.set_view(tier_project, email, api.annotator_view(tier_project, email))

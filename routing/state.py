@@ -350,6 +350,12 @@ class RoutingState:
         pipe.hset(f"{self.prefix}:r:tierproject", tier_project, json.dumps({"source": project, "tier": tier}))
         pipe.execute()
 
+    def unlink_tier_project(self, project: int, tier: str, tier_project: int) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hdel(f"{self._p(project)}:tierprojects", tier)
+        pipe.hdel(f"{self.prefix}:r:tierproject", tier_project)
+        pipe.execute()
+
     def tier_project_link(self, tier_project: int) -> tuple[int, str] | None:
         """(source project, tier) when ``tier_project`` is an escalation project crowdgate made."""
         raw = self.redis.hget(f"{self.prefix}:r:tierproject", tier_project)

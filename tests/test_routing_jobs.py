@@ -589,3 +589,29 @@ def test_a_project_without_a_policy_is_routed_in_dry_run(redis_conn, ls, monkeyp
     monkeypatch.setenv("CROWDGATE_ROUTE_UNBOUND", "1")  # opting in for unbound projects acts on the default
     submit(redis_conn, ls, ls.add_task(SOURCE, {"text": "y"}), 3, "Positive")
     assert ls.written("create_project")  # prepared for escalations
+
+
+def test_a_deleted_escalation_project_is_made_again(env) -> None:
+    conn, state, ls = env
+    first = escalated_task(conn, ls)
+    gone = state.route(SOURCE, first).tier_project
+    for t in [t for t, v in ls.tasks.items() if v["project"] == gone]:
+        del ls.tasks[t]
+    del ls.projects[gone]  # an admin deleted it
+
+    def missing_project(project: int, tasks: list) -> list:
+        if project not in ls.projects:
+            raise LabelStudioError("POST", f"/api/projects/{project}/import", 404, "not found")
+        return FakeLabelStudio.import_tasks(ls, project, tasks)
+
+    ls.import_tasks = missing_project  # type: ignore[method-assign]
+    second = ls.add_task(SOURCE, {"text": "again"})
+    submit(conn, ls, second, 1, "Positive")
+    submit(conn, ls, second, 2, "Negative")  # the escalation fails once, unlinks the project ...
+    assert state.tier_project(SOURCE, "tier2") is None
+    assert "escalation_project_gone" in audit_actions(conn, project=SOURCE, kind="alert")
+    job = Queue(jobs.ROUTING_QUEUE, connection=conn).fetch_job(f"cgroute_t_escalate_{SOURCE}_{second}_v0")
+    jobs.escalate(**job.kwargs, connection=conn)  # ... and its retry makes a new one
+    route = state.route(SOURCE, second)
+    assert route.status == "escalated" and route.tier_project not in (None, gone)
+    assert ls.tasks[route.tier_task]["project"] == route.tier_project
