@@ -7,22 +7,22 @@ and the routing state (:class:`~routing.state.RoutingState`), builds the pure de
 for its tasks, writes every decision to the audit log, and enqueues one action job per decision on the
 ``crowdgate-routing`` queue:
 
-==================== ==========================================================================================
-``prepare_project``  once per project: edition probe, user cache, the next tier's escalation project
-``set_overlap``      dynamic overlap: PATCH the task's ``overlap`` and ``is_labeled`` so ``/next/`` serves it again
-``escalate``         the task goes to a higher tier: an annotator is chosen (:mod:`routing.assignment`); on
-                     Community the task is imported into that tier's escalation project, assigned to them
-                     (``data.assigned_to`` + their Data Manager view) and closed in the source project; on
-                     Enterprise the assignment API assigns it in place. A deadline check is scheduled.
-``reassign``         the same tier, another annotator (more labels needed at that tier, or a skip)
-``write_back``       an answer given in an escalation project is written to the source task on behalf of its
-                     annotator (``completed_by``)
-``finalize``         the task is final: its label goes into ``meta.crowdgate.final`` and it is closed everywhere
-``flag_submission``  work by someone below the task's required tier is recorded as left out of counting
-``apply_tier_change`` promotion, demotion, qualification, failed exam (Enterprise: the pause API on lock-out)
-``check_deadline``   scheduled with ``enqueue_in`` at the SLA deadline; ``sweep_deadlines`` (crowdgate-cron)
-                     catches any that were lost
-==================== ==========================================================================================
+- ``prepare_project``: once per project, the edition probe, the user cache and the next tier's escalation project;
+- ``set_overlap``: dynamic overlap, PATCH the task's ``overlap`` and ``is_labeled`` so ``/next/`` serves it again;
+- ``escalate``: the task goes to a higher tier. An annotator is chosen (:mod:`routing.assignment`); on Community
+  the task is imported into that tier's escalation project, assigned to them (``data.assigned_to`` + their Data
+  Manager view) and closed in the source project; on Enterprise the assignment API assigns it in place. A
+  deadline check is scheduled (``enqueue_in``);
+- ``reassign``: the same tier, another annotator (more labels needed at that tier, or a skip);
+- ``write_back``: an answer given in an escalation project goes to the source task on behalf of its annotator;
+- ``finalize``: the task is final, its label in ``meta.crowdgate.final``, closed in every queue;
+- ``flag_submission``: work by someone below the task's required tier is recorded as left out of counting;
+- ``apply_tier_change``: promotion, demotion, qualification, failed exam (Enterprise: the pause API on lock-out);
+- ``check_deadline``: the SLA check at the deadline; ``sweep_deadlines`` (crowdgate-cron) catches lost ones.
+
+A project with no policy bound (``crowdgate-policy set``) is routed in dry-run: its decisions, taken with the
+default policy, go to the audit log marked ``dry_run`` and nothing is enqueued, so Label Studio is never changed
+behind an admin's back (``CROWDGATE_ROUTE_UNBOUND=1`` acts on unbound projects too).
 
 A decision taken twice acts once: job ids are deterministic (``unique=True``: RQ refuses a second job with the
 same id), and every action compare-and-sets the task route's or the annotator's ``version`` before it acts, so
