@@ -1,6 +1,6 @@
 """Periodic jobs, scheduled with RQ's own CronScheduler.
 
-    crowdgate-cron           # reconcile_all every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
+    crowdgate-cron           # reconcile_and_route every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
                              # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60),
                              # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
 """
@@ -14,21 +14,21 @@ import sys
 import redis
 from rq.cron import CronScheduler
 
+from crowdgate.pipeline import reconcile_and_route
 from qa_hooks.config import EVENTS_QUEUE
 from qa_hooks.jobs import refresh_flags
-from qa_hooks.reconcile import reconcile_all
 from routing.jobs import ROUTING_QUEUE, sweep_deadlines
 
 
 def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:
     cron = CronScheduler(connection=connection, name=f"crowdgate-cron:{os.getpid()}")
     cron.register(
-        reconcile_all,
+        reconcile_and_route,
         queue_name=os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),
         kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
         interval=int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")),
         job_timeout=1800,
-        name="reconcile_all",
+        name="reconcile_all",  # the name operators know it by
     )
     cron.register(
         refresh_flags,

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from qa_hooks.jobs import current_connection, process_event
+from qa_hooks.reconcile import reconcile_all
 from routing.jobs import after_scoring, predicted_difficulty
 
 
@@ -28,3 +29,8 @@ def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Re
             result = {**result, "tasks": sorted(set(result.get("tasks") or []) | set(hard))}
     routed = after_scoring(result, prefix, connection)
     return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}
+
+
+def reconcile_and_route(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[str, int]]:
+    """The periodic reconciliation, with recovered annotations scored and routed like delivered ones."""
+    return reconcile_all(prefix, connection or current_connection(), handle=handle_event)

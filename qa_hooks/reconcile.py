@@ -11,6 +11,7 @@ every known project. Annotations deleted in Label Studio while no webhook arrive
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -66,8 +67,12 @@ class LabelStudioReader:
 
 
 def reconcile_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
-                      reader: LabelStudioReader | None = None) -> dict[str, int]:
-    """Record every annotation of ``project`` that crowdgate does not have yet; returns counts."""
+                      reader: LabelStudioReader | None = None,
+                      handle: Callable[..., dict[str, Any]] = process_event) -> dict[str, int]:
+    """Record every annotation of ``project`` that crowdgate does not have yet; returns counts.
+
+    ``handle`` is what a webhook event goes through (``process_event``, or the assembled service's
+    record-score-route job), so a recovered annotation is treated exactly like a delivered one."""
     connection = connection or current_connection()
     reader = reader or LabelStudioReader()
     info = reader.project(project)
@@ -85,15 +90,16 @@ def reconcile_project(project: int, prefix: str = "cg", connection: redis.Redis 
             except PayloadError:
                 totals["skipped_invalid"] += 1
     for event in events:
-        outcome = process_event(event.to_dict(), prefix, connection)
+        outcome = handle(event.to_dict(), prefix, connection)
         for key in ("created", "updated", "stale"):
             totals[key] += outcome.get(key, 0)
     return totals
 
 
-def reconcile_all(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[str, int]]:
+def reconcile_all(prefix: str = "cg", connection: redis.Redis | None = None,
+                  handle: Callable[..., dict[str, Any]] = process_event) -> dict[int, dict[str, int]]:
     """Reconcile every project crowdgate has seen."""
     connection = connection or current_connection()
     reader = LabelStudioReader()
-    return {project: reconcile_project(project, prefix, connection, reader)
+    return {project: reconcile_project(project, prefix, connection, reader, handle)
             for project in SubmissionStore(connection, prefix).projects()}

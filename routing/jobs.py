@@ -294,6 +294,12 @@ def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[i
                      required_tier=route.required_tier, escalations=route.escalations, escalated_at=route.escalated_at)
 
 
+def stored_difficulty(connection: redis.Redis, prefix: str, project: int, task: int) -> float | None:
+    """The difficulty crowdgate's model predicted for a task (``{prefix}:p:{pid}:difficulty``), if any."""
+    raw = connection.hget(f"{prefix}:p:{project}:difficulty", task)
+    return float(raw) if raw is not None else None
+
+
 def predicted_difficulty(meta: dict[str, Any] | None) -> float | None:
     """Predicted difficulty in [0, 1] from the task's ``meta.difficulty`` or ``meta.crowdgate.difficulty``."""
     meta = meta or {}
@@ -447,6 +453,10 @@ def _route_task(ctx: _Ctx, policy: Policy, project: int, task: int, now: float, 
     live = live_submissions(subs)
     info = ctx.store.task_info(project, task)
     difficulty = predicted_difficulty(info.meta if info else None)
+    if difficulty is None:
+        # what crowdgate's own difficulty model predicted (ml_backend.training writes it there)
+        difficulty = predicted_difficulty({"difficulty": stored_difficulty(ctx.store.redis, ctx.store.prefix,
+                                                                           project, task)})
     if not live and difficulty is None:
         return  # a new task: Label Studio already serves it
     cat = categorical(label_config)

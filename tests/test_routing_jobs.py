@@ -452,6 +452,15 @@ def test_hard_tasks_start_at_the_higher_tier(env) -> None:
     assert state.route(SOURCE, easy).status == "open" and len(ls.written("import_tasks")) == 1
 
 
+def test_difficulty_predicted_by_crowdgate_sends_a_task_up_at_its_first_label(env) -> None:
+    conn, state, ls = env
+    task = ls.add_task(SOURCE, {"text": "tricky"}, {})
+    conn.hset(f"{PREFIX}:p:{SOURCE}:difficulty", task, "0.95")  # as ml_backend.training writes it
+    submit(conn, ls, task, 1, "Positive")
+    route = state.route(SOURCE, task)
+    assert (route.status, route.required_tier) == ("escalated", "tier2")
+
+
 # -- annotators -------------------------------------------------------------------------------------------
 
 
