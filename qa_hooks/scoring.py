@@ -71,6 +71,18 @@ def label_of(result: Sequence[Mapping[str, Any]], control: str) -> str | None:
     return None
 
 
+def _plain(subs: Sequence[Submission], cat: Categorical) -> bool:
+    """Every result is empty or one region of the control with at most one choice (the fast path's domain)."""
+    for sub in subs:
+        if len(sub.result) > 1:
+            return False
+        if sub.result:
+            region = sub.result[0]
+            if region.get("from_name") != cat.control or len((region.get("value") or {}).get("choices") or []) > 1:
+                return False
+    return True
+
+
 @dataclass
 class Contribution:
     """What one task adds to one annotator's record."""
@@ -158,10 +170,16 @@ def score_task(
 
     pairs: dict[tuple[str, str], float] = {}
     sim: dict[tuple[int, int], float] = {}
+    # One single-choice control: a pair agrees exactly when the labels are equal (an empty result has label
+    # None, and two empty results agree), which is what compare_results computes, without its per-pair cost.
+    fast = {s.unique_id: label_of(s.result, cat.control) for s in subs} if cat and _plain(subs, cat) else None
     for i, a in enumerate(subs):
         for b in subs[i + 1:]:
-            value = compare_results(a.result, b.result, label_config, control_weights)
-            value = 0.0 if value is None else value
+            if fast is not None:
+                value = 1.0 if fast[a.unique_id] == fast[b.unique_id] else 0.0
+            else:
+                value = compare_results(a.result, b.result, label_config, control_weights)
+                value = 0.0 if value is None else value
             pairs[(a.unique_id, b.unique_id)] = value
             sim[(a.annotator, b.annotator)] = sim[(b.annotator, a.annotator)] = value
             for member in (a, b):

@@ -114,3 +114,19 @@ def test_split_task_has_no_consensus():
     score = score_task([sub(1, "Positive"), sub(2, "Negative")], None, SENTIMENT, None, {})
     assert score.consensus_share == 0.5 and not score.consensus_reached
     assert not score_task([sub(1, "Positive")], None, SENTIMENT, None, {}).consensus_reached
+
+
+def test_single_choice_fast_path_equals_compare_results():
+    """compare_results is the oracle for the label-equality shortcut on single-choice configs."""
+    from qa_hooks.similarity import compare_results
+
+    rng = np.random.default_rng(3)
+    options = ["Positive", "Negative", "Neutral", None]
+    for trial in range(100):
+        picks = rng.choice(len(options), size=int(rng.integers(2, 7)))
+        subs = [sub(a + 1, options[k]) for a, k in enumerate(picks)]
+        score = score_task(subs, None, SENTIMENT, {"sentiment": {"overall": 1.0}}, {})
+        for (ua, ub), value in score.pairs.items():
+            a = next(s for s in subs if s.unique_id == ua)
+            b = next(s for s in subs if s.unique_id == ub)
+            assert value == compare_results(a.result, b.result, SENTIMENT, {"sentiment": {"overall": 1.0}}), trial
