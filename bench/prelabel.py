@@ -8,7 +8,8 @@ pass over the same tasks must make no model call (cache). Prints one JSON line
 
 With ``--endpoint URL --model M`` (quality): the same tasks against a real OpenAI-compatible endpoint;
 prints accuracy against gold, the expected calibration error of the scores, mean score, how the scores were
-obtained (logprobs or sample agreement), the structured-output mode found, tokens and time.
+obtained (logprobs or sample agreement), the structured-output mode found, tokens and time. ``--examples K``
+puts K gold items (taken after the evaluated ones, classes alternating) in the prompt as worked examples.
 
     python bench/prelabel.py [--tasks 200] [--latency 0.2]
     python bench/prelabel.py --endpoint http://127.0.0.1:8080/v1 --model smollm2-135m [--tasks 200]
@@ -48,11 +49,29 @@ RTE_INLINE = """<View>
 </View>"""
 
 
+def rte_rows() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (REPO / "data/crowd/rte.items.jsonl").read_text().splitlines() if line]
+
+
 def load_rte(n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    rows = [json.loads(line) for line in (REPO / "data/crowd/rte.items.jsonl").read_text().splitlines() if line]
-    rows = rows[:n]
+    rows = rte_rows()[:n]
     tasks = [{"id": i + 1, "data": {"text": r["text"], "hypothesis": r["hypothesis"]}} for i, r in enumerate(rows)]
     return tasks, [str(r["gold"]) for r in rows]
+
+
+def gold_examples(k: int, skip: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """``k`` worked examples from items after the evaluated ones, alternating the two classes."""
+    rows = rte_rows()[skip:]
+    picked: list[dict[str, Any]] = []
+    for label in ("1", "0") * k:
+        row = next((r for r in rows if str(r["gold"]) == label and r not in picked), None)
+        if row is not None and len(picked) < k:
+            picked.append(row)
+    return [
+        ({"data": {"text": r["text"], "hypothesis": r["hypothesis"]}},
+         [{"from_name": "entailment", "to_name": "text", "type": "choices", "value": {"choices": [str(r["gold"])]}}])
+        for r in picked
+    ]
 
 
 def rte_config() -> str:
@@ -119,7 +138,8 @@ def quality(endpoint: str, model: str, n: int, args: argparse.Namespace) -> dict
     )
     predictor = LLMPredictor(settings, cache=MemoryCache())
     started = time.perf_counter()
-    details = predictor.predict_detailed(tasks, rte_config(), project="bench", deadline_s=0)
+    examples = gold_examples(args.examples, n)
+    details = predictor.predict_detailed(tasks, rte_config(), project="bench", deadline_s=0, examples=examples)
     seconds = time.perf_counter() - started
     scores, correct, answers = [], [], Counter()
     for d, g in zip(details, gold, strict=True):
@@ -136,6 +156,7 @@ def quality(endpoint: str, model: str, n: int, args: argparse.Namespace) -> dict
         "endpoint": endpoint,
         "model": model,
         "tasks": n,
+        "examples": len(examples),
         "answered": answered,
         "accuracy": round(sum(correct) / answered, 4) if answered else None,
         "majority_baseline": round(max(gold.count("0"), gold.count("1")) / n, 4),
@@ -163,6 +184,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--examples", type=int, default=0, help="gold examples in the prompt (quality mode)")
     args = parser.parse_args()
     if args.endpoint:
         if not args.model:
