@@ -7,6 +7,7 @@
   (``ml_backend.training``), and zero-shot embedding similarity before that.
 - Fields crowdgate writes into task data (``crowdgate_*``, e.g. the predicted difficulty) are removed before a
   model sees the task, so they change neither prompts nor cache keys.
+- The LLM's prompt gets the project's guideline and a few gold items as examples, from what crowdgate recorded.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from ml_backend import artifacts
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.labeling import choice_region
 from ml_backend.llm import LLMPredictor, LLMSettings
 from ml_backend.zero_shot import ZeroShotChoices
+from qa_hooks.ledger import Ledger
+from qa_hooks.store import SubmissionStore
 
 log = logging.getLogger(__name__)
 CLASSIFIER = "classifier"
@@ -36,14 +42,48 @@ def model_task(task: dict[str, Any]) -> dict[str, Any]:
     return {**task, "data": {k: v for k, v in data.items() if not k.startswith(CROWDGATE_FIELD_PREFIX)}}
 
 
+class ProjectKnowledge:
+    """What crowdgate's Redis knows of a project that a prompt can use: the annotation guideline Label Studio
+    keeps as ``expert_instruction`` (recorded from webhook payloads) and gold items as worked examples."""
+
+    def __init__(self, connection: redis.Redis, prefix: str = "cg", examples: int = 3, ttl_s: float = 60.0) -> None:
+        self.store = SubmissionStore(connection, prefix)
+        self.ledger = Ledger(connection, prefix)
+        self.examples_wanted = examples
+        self.ttl_s = ttl_s
+        self._cache: dict[int, tuple[float, str, list]] = {}
+
+    def context(self, project: int, label_config: str) -> tuple[str, list[tuple[dict[str, Any], list[dict]]]]:
+        """(instructions, [(task, gold result), ...]) for ``project``, refreshed every ``ttl_s`` seconds."""
+        cached = self._cache.get(project)
+        if cached and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1], cached[2]
+        try:
+            instructions = self.store.project_info(project).get("expert_instruction", "")
+            examples = []
+            for task in self.ledger.gold_tasks(project):
+                if len(examples) >= self.examples_wanted:
+                    break
+                info = self.store.task_info(project, task)
+                gold = self.ledger.gold(project, task, label_config)
+                if info is not None and gold:
+                    examples.append((model_task({"id": task, "data": info.data}), gold))
+        except redis.RedisError as exc:
+            log.warning("no instructions or examples for project %s (Redis unavailable: %s)", project, exc)
+            return "", []
+        self._cache[project] = (time.monotonic(), instructions, examples)
+        return instructions, examples
+
+
 class Prelabeler:
     """The model object behind ``/setup`` and ``/predict``."""
 
     def __init__(self, llm: LLMPredictor | None = None, zero_shot: ZeroShotChoices | None = None,
-                 model_root: Path | None = None) -> None:
+                 model_root: Path | None = None, knowledge: ProjectKnowledge | None = None) -> None:
         self.llm = llm
         self.zero_shot = zero_shot or ZeroShotChoices()
         self.model_root = model_root
+        self.knowledge = knowledge
         self._classifiers: dict[int, tuple[str, EmbeddingClassifier]] = {}
         self._lock = threading.Lock()
 
@@ -51,7 +91,12 @@ class Prelabeler:
     def from_env(cls) -> Prelabeler:
         # The LLM is on when a model is named; OPENAI_BASE_URL / OPENAI_API_KEY say where and how.
         llm = LLMPredictor(LLMSettings.from_env()) if os.environ.get("CROWDGATE_LLM_MODEL") else None
-        return cls(llm=llm)
+        knowledge = None
+        if llm and os.environ.get("REDIS_URL"):
+            connection = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0)
+            knowledge = ProjectKnowledge(connection, os.environ.get("CROWDGATE_KEY_PREFIX", "cg"),
+                                         examples=int(os.environ.get("CROWDGATE_LLM_EXAMPLES", "3")))
+        return cls(llm=llm, knowledge=knowledge)
 
     @property
     def model_version(self) -> str:
@@ -86,7 +131,12 @@ class Prelabeler:
         tasks = [model_task(t) for t in tasks]
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         if self.llm:
-            answers = self.llm.predict(tasks, label_config, project=str(project or ""), instructions=instructions)
+            examples: list[tuple[dict[str, Any], list[dict]]] = []
+            if self.knowledge is not None and project is not None:
+                known, examples = self.knowledge.context(project, label_config)
+                instructions = instructions or known
+            answers = self.llm.predict(tasks, label_config, project=str(project or ""), instructions=instructions,
+                                       examples=examples)
             results = list(answers)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:

@@ -161,6 +161,14 @@ class Ledger:
         """Gold from a task's ``meta["gold"]``: a result list, or a label for single-choice configs."""
         (pipe or self.redis).hset(f"{self._p(project)}:gold:meta", task, json.dumps(gold))
 
+    def gold_tasks(self, project: int) -> list[int]:
+        """Tasks with a gold answer, from a ground-truth annotation or ``meta["gold"]``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hkeys(f"{self._p(project)}:gold:annotation")
+        pipe.hkeys(f"{self._p(project)}:gold:meta")
+        marked, meta = pipe.execute()
+        return sorted({int(t) for t in marked} | {int(t) for t in meta})
+
     def gold(self, project: int, task: int, label_config: str | None = None) -> list[dict[str, Any]] | None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(f"{self._p(project)}:gold:annotation", task)

@@ -178,3 +178,32 @@ def test_llm_answers_and_falls_back_per_task_when_it_has_none():
     assert results[0]["result"][0]["value"]["choices"] == ["Positive"]
     assert results[1]["model_version"] == MODEL_VERSION  # the invalid answer was dropped; zero-shot stepped in
     assert stub.calls >= 2
+
+
+def test_llm_prompt_carries_the_projects_guideline_and_gold_examples(redis_conn):
+    import json
+    import uuid
+
+    from ml_backend.cache import MemoryCache
+    from ml_backend.llm import LLMPredictor, LLMSettings
+    from ml_backend.prelabeler import Prelabeler, ProjectKnowledge
+    from qa_hooks.events import Event, TaskInfo
+    from qa_hooks.jobs import process_event
+    from tests.openai_stub import OpenAIStub
+
+    guideline = "Sarcasm counts as Negative."
+    info = {"label_config": CONFIG, "expert_instruction": guideline}
+    tasks = [TaskInfo(1, {"text": "what a treat, another delay"}, {"gold": "Negative"}),
+             TaskInfo(2, {"text": "ordinary day"}, {})]
+    process_event(Event("TASKS_CREATED", 5, info, tasks=tasks).to_dict(), "t", redis_conn)
+
+    with OpenAIStub(lambda body: {"sentiment": "Neutral"}) as stub:
+        settings = LLMSettings(base_url=stub.base_url, model=f"stub-{uuid.uuid4().hex[:8]}", samples=1,
+                               deadline_s=20, backoff_base_s=0.01)
+        model = Prelabeler(llm=LLMPredictor(settings, cache=MemoryCache()),
+                           knowledge=ProjectKnowledge(redis_conn, "t", examples=2))
+        [result] = model.predict([{"id": 2, "data": {"text": "ordinary day"}}], CONFIG, project=5)
+        sent = json.dumps(stub.requests[-1])
+    assert result["result"][0]["value"]["choices"] == ["Neutral"]
+    assert guideline in sent
+    assert "what a treat, another delay" in sent  # the gold item, shown as a worked example
