@@ -16,6 +16,7 @@ class MLSettings:
     redis_url: str = ""
     key_prefix: str = "cg"
     retrain_every: int = 50
+    prelabel_min_tasks: int = 50  # an import at least this large is pre-labelled in the background (LLM only)
 
     @property
     def auth_required(self) -> bool:
@@ -31,4 +32,5 @@ class MLSettings:
             redis_url=env.get("REDIS_URL", ""),
             key_prefix=env.get("CROWDGATE_KEY_PREFIX", cls.key_prefix),
             retrain_every=int(env.get("CROWDGATE_RETRAIN_EVERY", cls.retrain_every)),
+            prelabel_min_tasks=int(env.get("CROWDGATE_PRELABEL_MIN_TASKS", cls.prelabel_min_tasks)),
         )

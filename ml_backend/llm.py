@@ -908,8 +908,8 @@ def prelabel_project(
 ) -> dict[str, int]:
     """Pre-label a whole project through ``label_studio_sdk`` (meant to run as an RQ job).
 
-    ``client`` is a ``label_studio_sdk.LabelStudio``. Tasks are read with ``client.tasks.list`` (or
-    ``client.tasks.get`` for ``task_ids``), predicted in batches without a deadline, and written with
+    ``client`` is a ``label_studio_sdk.LabelStudio``. Tasks are read with ``client.tasks.list`` (all of them, or
+    those in ``task_ids``), predicted in batches without a deadline, and written with
     ``client.predictions.create``. Tasks that already hold a prediction of this model version are skipped,
     so a re-run after a crash resumes. ``progress(done, total)`` is called after every batch.
     Returns counts: tasks, predicted, written, skipped, failed.
@@ -918,10 +918,12 @@ def prelabel_project(
         project = _as_dict(client.projects.get(id=project_id))
         label_config = label_config if label_config is not None else project.get("label_config", "")
         instructions = instructions if instructions is not None else (project.get("expert_instruction") or "")
+    # Read through the list API: fetching one task (GET /api/tasks/ID) makes Label Studio call the backend's
+    # /predict for it, one task at a time, whenever the project shows collaborators' predictions.
+    tasks = [_as_dict(t) for t in client.tasks.list(project=project_id, fields="all", page_size=100)]
     if task_ids is not None:
-        tasks = [_as_dict(client.tasks.get(id=tid)) for tid in task_ids]
-    else:
-        tasks = [_as_dict(t) for t in client.tasks.list(project=project_id, fields="all", page_size=100)]
+        wanted = set(task_ids)
+        tasks = [t for t in tasks if t.get("id") in wanted]
     version = predictor.model_version
 
     def has_current(task: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from rq import Queue, Retry
 
+from ml_backend.bulk import prelabel_import
 from ml_backend.config import MLSettings
 from ml_backend.prelabeler import Prelabeler
 from ml_backend.training import ML_QUEUE, train_job
@@ -136,8 +137,17 @@ def webhook():
         except redis.RedisError as exc:
             return _error(f"could not queue the training job: {exc}", 503)
         return jsonify({"status": "queued", "action": action, "job": job}), 201
-    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here they
-    # only count towards the next retraining.
+    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here a large
+    # import is pre-labelled in the background, and annotations count towards the next retraining.
+    has_llm = getattr(_state()["model"], "llm", None) is not None
+    if action == "TASKS_CREATED" and pid is not None and trainer is not None and has_llm:
+        ids = [t["id"] for t in body.get("tasks") or [] if isinstance(t, dict) and isinstance(t.get("id"), int)]
+        if len(ids) >= _state()["settings"].prelabel_min_tasks:
+            try:
+                job = trainer.prelabel(pid, ids)
+            except redis.RedisError as exc:
+                return _error(f"could not queue pre-labelling of the import: {exc}", 503)
+            return jsonify({"status": "queued", "action": action, "prelabel": job}), 200
     if action in {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED"} and pid is not None \
             and trainer is not None:
         try:
@@ -155,7 +165,8 @@ def versions():
 
 
 class Trainer:
-    """Queues ``ml_backend.training.train_job``: on START_TRAINING, and after every ``every`` annotations."""
+    """Queues the backend's slow work: ``train_job`` on START_TRAINING and after every ``every`` annotations,
+    ``prelabel_import`` after a large import."""
 
     def __init__(self, connection: redis.Redis, prefix: str, every: int) -> None:
         self.redis = connection
@@ -167,6 +178,11 @@ class Trainer:
         job = self.queue.enqueue(train_job, project, self.prefix, job_timeout=1800, retry=Retry(max=2, interval=60),
                                  description=f"train project {project}")
         self.redis.set(f"{self.prefix}:ml:p:{project}:since_training", 0)
+        return job.id
+
+    def prelabel(self, project: int, task_ids: list[int]) -> str:
+        job = self.queue.enqueue(prelabel_import, project, task_ids, job_timeout=6 * 3600,
+                                 retry=Retry(max=2, interval=60), description=f"pre-label import of project {project}")
         return job.id
 
     def count(self, project: int, annotations: int) -> str | None:

@@ -65,3 +65,40 @@ def test_label_studio_stores_valid_llm_pre_labels(labelstudio, redis_service, lo
         # an answer whose spans are not in the text is dropped, and that task falls back (empty result)
         assert from_llm, "at least one task pre-labelled by the LLM"
         assert all(p.result == [] for p in predictions if p not in from_llm)
+
+
+def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_service, redis_conn, log_dir, tmp_path,
+                                                          monkeypatch):
+    from rq import Queue, SimpleWorker
+
+    from ml_backend.training import ML_QUEUE
+    from scripts.llama_server import MODEL_ALIAS, LlamaServer
+
+    with LlamaServer() as llm:
+        env = {"REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": "x", "CROWDGATE_KEY_PREFIX": "bulk",
+               "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "local", "CROWDGATE_LLM_MODEL": MODEL_ALIAS,
+               "CROWDGATE_LLM_SAMPLES": "1", "CROWDGATE_LLM_MAX_TOKENS": "64", "CROWDGATE_PRELABEL_MIN_TASKS": "5",
+               "LABEL_STUDIO_URL": labelstudio.url, "LABEL_STUDIO_API_KEY": labelstudio.token,
+               "CROWDGATE_MODEL_DIR": str(tmp_path)}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)  # the in-test worker runs the job with the same settings
+        web = start_web({**os.environ, **env}, log_dir, workers=1)
+        try:
+            seeder = Seeder(labelstudio.url, labelstudio.token)
+            config = label_config("text_classification")
+            project = seeder.create_project("bulk import", config)
+            seeder.connect_ml_backend(project, web.url)  # Label Studio also sends project events to its /webhook
+            texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 2)]
+            task_ids = seeder.import_tasks(project, [{"data": {"text": t}} for t in texts])
+            queue = Queue(ML_QUEUE, connection=redis_conn)
+            wait_for(lambda: queue.count == 1, what="the pre-labelling job")
+            [job] = queue.jobs
+            SimpleWorker([queue], connection=redis_conn).work(burst=True)  # a real RQ worker, in this process
+            job.refresh()
+            assert job.return_value()["written"] == len(task_ids)  # every task pre-labelled by the job itself
+            assert job.meta["progress"] == {"done": len(task_ids), "total": len(task_ids)}
+            predictions = seeder.predictions(project)
+        finally:
+            web.stop()
+    assert sorted(p.task for p in predictions) == sorted(task_ids)
+    assert all(p.model_version.startswith(f"llm:{MODEL_ALIAS}:p") and p.result for p in predictions)

@@ -298,10 +298,12 @@ def test_prelabel_project_writes_predictions_in_batches() -> None:
         assert first["model_version"] == p.model_version and 0 <= first["score"] <= 1
         # The project's expert_instruction went into the prompt.
         assert "Be strict." in stub.requests[0]["messages"][0]["content"]
-        # Selected tasks only.
+        # Selected tasks only, still read through the list API: fetching a single task would make Label
+        # Studio call the backend's /predict itself, one task at a time.
         sdk2 = FakeSDK(tasks)
+        sdk2.tasks.get = None  # never called
         counts = prelabel_project(sdk2, 3, p, task_ids=[2, 3], label_config=SENTIMENT, instructions="")
-        assert counts["written"] == 2 and sdk2.list_calls == []
+        assert counts["written"] == 2 and counts["tasks"] == 2 and len(sdk2.list_calls) == 1
 
 
 def test_number_control_bounds() -> None:
