@@ -27,7 +27,10 @@ COPY routing routing
 COPY scripts scripts
 COPY label_configs label_configs
 COPY data data
-RUN pip install --no-deps . && useradd --create-home --uid 1000 crowdgate
+# /models: versioned model artifacts, written by the worker and read by the web app (a shared volume)
+RUN pip install --no-deps . && useradd --create-home --uid 1000 crowdgate \
+    && mkdir /models && chown crowdgate /models
+ENV CROWDGATE_MODEL_DIR=/models
 USER crowdgate
 
 EXPOSE 9090
