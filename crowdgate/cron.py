@@ -22,34 +22,20 @@ from routing.jobs import ROUTING_QUEUE, sweep_deadlines
 
 def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:
     cron = CronScheduler(connection=connection, name=f"crowdgate-cron:{os.getpid()}")
-    cron.register(
-        reconcile_and_route,
-        queue_name=os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),
-        kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
-        interval=int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")),
-        job_timeout=1800,
-        name="reconcile_all",  # the name operators know it by
-    )
-    cron.register(
-        refresh_flags,
-        queue_name=os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE),
-        kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
-        interval=int(os.environ.get("CROWDGATE_FLAGS_INTERVAL_S", "60")),
-        job_timeout=600,
-        name="refresh_flags",
-    )
-    # Each escalation also schedules its own deadline check (enqueue_in); this sweep is a backstop for checks
-    # lost with an old Redis snapshot. Off unless CROWDGATE_SLA_SWEEP_S is set (seconds between sweeps).
-    sweep_every = int(os.environ.get("CROWDGATE_SLA_SWEEP_S", "0"))
-    if sweep_every > 0:
-        cron.register(
-            sweep_deadlines,
-            queue_name=ROUTING_QUEUE,
-            kwargs={"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")},
-            interval=sweep_every,
-            job_timeout=600,
-            name="sweep_deadlines",
-        )
+    events = os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE)
+    # (job, queue, seconds between runs, timeout, name operators know it by); 0 seconds: not scheduled.
+    # Each escalation also schedules its own deadline check (enqueue_in): the deadline sweep is only a backstop
+    # for checks lost with an old Redis snapshot, off unless CROWDGATE_SLA_SWEEP_S is set.
+    jobs = [
+        (reconcile_and_route, events, int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")), 1800,
+         "reconcile_all"),
+        (refresh_flags, events, int(os.environ.get("CROWDGATE_FLAGS_INTERVAL_S", "60")), 600, "refresh_flags"),
+        (sweep_deadlines, ROUTING_QUEUE, int(os.environ.get("CROWDGATE_SLA_SWEEP_S", "0")), 600, "sweep_deadlines"),
+    ]
+    kwargs = {"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")}
+    for func, queue, interval, timeout, name in jobs:
+        if interval > 0:
+            cron.register(func, queue_name=queue, kwargs=kwargs, interval=interval, job_timeout=timeout, name=name)
     return cron
 
 

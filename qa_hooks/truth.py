@@ -141,7 +141,21 @@ def _vote(enc: _Encoded, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------
 
 
-class MajorityVote:
+class _Aggregator:
+    """What every method here shares: ``fit(table)`` sets ``result_``; ``predict()`` returns it."""
+
+    def fit(self, table: pd.DataFrame) -> _Aggregator:
+        raise NotImplementedError
+
+    def predict(self) -> pd.DataFrame:
+        """``label`` and ``confidence`` by task, from the last :meth:`fit`."""
+        return _fitted(self).copy()
+
+    def fit_predict(self, table: pd.DataFrame) -> pd.DataFrame:
+        return self.fit(table).predict()
+
+
+class MajorityVote(_Aggregator):
     """Majority vote: each task gets its most frequent label.
 
     ``confidence`` is the winning label's share of the task's labels. Ties go to the class listed
@@ -164,12 +178,6 @@ class MajorityVote:
         self.confidence_ = self.result_["confidence"]
         return self
 
-    def predict(self) -> pd.DataFrame:
-        """``label`` and ``confidence`` by task, from the last :meth:`fit`."""
-        return _fitted(self).copy()
-
-    def fit_predict(self, table: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(table).predict()
 
 
 def majority_vote(table: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +218,7 @@ def _weight_array(enc: _Encoded, weights: Mapping[Hashable, float], default: flo
     return array
 
 
-class WeightedVote:
+class WeightedVote(_Aggregator):
     """Weighted majority vote: each label counts with its worker's weight.
 
     ``confidence`` is the winning class's share of the task's total weight. A task whose labels all
@@ -244,12 +252,6 @@ class WeightedVote:
         self.confidence_ = self.result_["confidence"]
         return self
 
-    def predict(self) -> pd.DataFrame:
-        """``label`` and ``confidence`` by task, from the last :meth:`fit`."""
-        return _fitted(self).copy()
-
-    def fit_predict(self, table: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(table).predict()
 
 
 def weighted_vote(
@@ -288,7 +290,7 @@ def log_odds_weights(
 # ---------------------------------------------------------------------------------------------------
 
 
-class DawidSkene:
+class DawidSkene(_Aggregator):
     """Dawid & Skene (1979) latent-class model fitted by EM, with Dirichlet smoothing.
 
     Dawid, A. P. & Skene, A. M. (1979). "Maximum Likelihood Estimation of Observer Error-Rates Using
@@ -446,13 +448,6 @@ class DawidSkene:
         self.confidence_ = self.result_["confidence"]
         return self
 
-    def predict(self) -> pd.DataFrame:
-        """``label`` and ``confidence`` (posterior of that label) by task, from the last :meth:`fit`."""
-        return _fitted(self).copy()
-
-    def fit_predict(self, table: pd.DataFrame) -> pd.DataFrame:
-        return self.fit(table).predict()
-
     def worker_weights(self) -> dict[Hashable, float]:
         """Log-odds voting weights from :attr:`worker_accuracy_`, for :func:`weighted_vote`."""
         _fitted(self)
@@ -481,7 +476,7 @@ def dawid_skene(
     return model.fit_predict(table)
 
 
-def _fitted(model: MajorityVote | WeightedVote | DawidSkene) -> pd.DataFrame:
+def _fitted(model: _Aggregator) -> pd.DataFrame:
     result = getattr(model, "result_", None)
     if result is None:
         raise ValueError(f"{type(model).__name__} is not fitted yet: call fit(table) first")

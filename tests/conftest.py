@@ -6,7 +6,9 @@ never touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 import redis
 
 from scripts.labelstudio import LabelStudioServer
-from scripts.services import start_redis
+from scripts.services import start_redis, start_web, start_worker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelstudio-1.23.2"
 
@@ -40,6 +42,24 @@ def redis_conn(redis_service) -> redis.Redis:
     connection = redis.Redis.from_url(redis_service.url)
     connection.flushdb()  # our private server: a clean slate per test
     return connection
+
+
+@contextlib.contextmanager
+def crowdgate_stack(redis_service, log_dir: Path, labelstudio, prefix: str, secret: str):
+    """crowdgate's web app under gunicorn and an RQ worker process, wired to a private Redis and Label Studio;
+    yields (web, worker, redis connection) and stops both by PID."""
+    env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": secret,
+           "CROWDGATE_KEY_PREFIX": prefix, "LABEL_STUDIO_URL": labelstudio.url,
+           "LABEL_STUDIO_API_KEY": labelstudio.token}
+    web = start_web(env, log_dir)
+    try:
+        worker = start_worker(env, log_dir)
+        try:
+            yield web, worker, redis.Redis.from_url(redis_service.url)
+        finally:
+            worker.stop()
+    finally:
+        web.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
-import redis
 import requests
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -14,8 +12,7 @@ from ml_backend.labeling import choice_region
 from ml_backend.zero_shot import MODEL_VERSION
 from qa_hooks.store import SubmissionStore
 from scripts.seed import Seeder, label_config
-from scripts.services import start_web, start_worker
-from tests.conftest import fixture_json
+from tests.conftest import crowdgate_stack, fixture_json
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-secret"
@@ -25,14 +22,8 @@ TEXTS = ["what a wonderful film", "the plot was dull and slow", "an average afte
 
 @pytest.fixture(scope="module")
 def stack(redis_service, log_dir, labelstudio):
-    env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": SECRET,
-           "CROWDGATE_KEY_PREFIX": "it", "LABEL_STUDIO_URL": labelstudio.url,
-           "LABEL_STUDIO_API_KEY": labelstudio.token}
-    web = start_web(env, log_dir)
-    worker = start_worker(env, log_dir)
-    yield web, worker, redis.Redis.from_url(redis_service.url)
-    worker.stop()
-    web.stop()
+    with crowdgate_stack(redis_service, log_dir, labelstudio, "it", SECRET) as running:
+        yield running
 
 
 def wait_for(check, timeout=30.0, what="condition"):

@@ -9,7 +9,6 @@ minimum overlap; an uncertain one is served to another annotator.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -17,14 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from ml_backend.labeling import choice_region
 from routing.audit import AuditLog
 from routing.labelstudio import LabelStudioAPI, user_id
 from routing.state import RoutingState
 from scripts.seed import Seeder, label_config
-from scripts.services import start_web, start_worker
+from tests.conftest import crowdgate_stack
 
 pytestmark = pytest.mark.integration
 SECRET = "routing-secret"
@@ -64,14 +62,8 @@ def wait_for(check, timeout=15.0, interval=0.05, what="condition"):
 
 @pytest.fixture(scope="module")
 def stack(redis_service, log_dir, labelstudio):
-    env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": SECRET,
-           "CROWDGATE_KEY_PREFIX": PREFIX, "LABEL_STUDIO_URL": labelstudio.url,
-           "LABEL_STUDIO_API_KEY": labelstudio.token}
-    web = start_web(env, log_dir)
-    worker = start_worker(env, log_dir)
-    yield web, worker, redis.Redis.from_url(redis_service.url)
-    worker.stop()
-    web.stop()
+    with crowdgate_stack(redis_service, log_dir, labelstudio, PREFIX, SECRET) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
