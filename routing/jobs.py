@@ -18,6 +18,8 @@ for its tasks, writes every decision to the audit log, and enqueues one action j
 - ``finalize``: the task is final, its label in ``meta.crowdgate.final``, closed in every queue;
 - ``flag_submission``: work by someone below the task's required tier is recorded as left out of counting;
 - ``apply_tier_change``: promotion, demotion, qualification, failed exam (Enterprise: the pause API on lock-out);
+- ``sync_gold_offer`` (:mod:`routing.exam`): the gold tasks an annotator's exam view offers them, after each of
+  their events and tier changes: the qualification exam first, then the ``gold.share``;
 - ``check_deadline``: the SLA check at the deadline; ``sweep_deadlines`` (crowdgate-cron) catches lost ones.
 
 A project with no policy bound (``crowdgate-policy set``) is routed in dry-run: its decisions, taken with the
@@ -431,6 +433,7 @@ def _route_annotator(ctx: _Ctx, policy: Policy, project: int, annotator: int, su
     evidence = {**decision.evidence, "tier_after": decision.tier, "version": record.version, **ctx.mode}
     ctx.audit.record("decision", f"annotator:{decision.action}", project, None, [annotator], decision.reason, evidence)
     summary["decisions"].append({"annotator": annotator, "action": str(decision.action), "tier": decision.tier})
+    _sync_gold(ctx, project, annotator, record.version, summary)
     if decision.action == AnnotatorAction.NONE:
         return
     job = ctx.enqueue(apply_tier_change, _job_id(ctx.prefix, "tier", project, annotator, f"v{record.version}"),
@@ -438,6 +441,21 @@ def _route_annotator(ctx: _Ctx, policy: Policy, project: int, annotator: int, su
                       to_tier=decision.tier, version=record.version, exam_tasks=spent, reason=decision.reason,
                       prefix=ctx.prefix)
     summary["enqueued"].append(job)
+
+
+def _sync_gold(ctx: _Ctx, project: int, annotator: int, version: int, summary: dict | None = None) -> None:
+    """Enqueue the reconciliation of the gold tasks offered to ``annotator`` (see :mod:`routing.exam`): their
+    exam while in the exam tier, the gold share once qualified. Nothing when the project has no gold."""
+    from routing import exam  # routing.exam builds on this module
+
+    if not ctx.ledger.gold_tasks(project) and not ctx.state.offered(project, annotator):
+        return
+    job = ctx.enqueue(exam.sync_gold_offer,
+                      exam.sync_job_id(ctx.prefix, project, annotator, version,
+                                       exam.answers_count(ctx, project, annotator)),
+                      project=project, annotator=annotator, prefix=ctx.prefix)
+    if job and summary is not None:
+        summary["enqueued"].append(job)
 
 
 def _route_task(ctx: _Ctx, policy: Policy, project: int, task: int, now: float, summary: dict) -> None:
@@ -940,6 +958,8 @@ def apply_tier_change(project: int, annotator: int, action: str, from_tier: str,
         record.exam_attempts >= 1 + policy.qualification.max_retries
     if locked_out or (action == AnnotatorAction.DEMOTE and to_tier == exam_tier):
         _pause(ctx, project, annotator, reason)
+    # A new exam attempt, a pass or a lock-out changes which gold tasks they should be offered.
+    _sync_gold(ctx, project, annotator, record.version)
     return {"changed": True, "tier": to_tier, "version": record.version}
 
 

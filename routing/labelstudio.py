@@ -29,7 +29,8 @@ import requests
 # Imported up front (about 0.8 s) so the first escalation of a worker's life does not pay for it.
 from label_studio_sdk import LabelStudio
 
-__all__ = ["COMMUNITY", "ENTERPRISE", "Annotator", "LabelStudioAPI", "LabelStudioError", "assigned_filter", "user_id"]
+__all__ = ["COMMUNITY", "ENTERPRISE", "Annotator", "LabelStudioAPI", "LabelStudioError", "assigned_filter",
+           "offer_filter", "offer_token", "user_id"]
 
 COMMUNITY = "community"
 ENTERPRISE = "enterprise"
@@ -64,6 +65,19 @@ def assigned_filter(email: str, field: str = ASSIGNED_FIELD) -> dict[str, Any]:
     """Data Manager filters selecting the tasks whose ``data[field]`` equals ``email`` exactly."""
     return {"conjunction": "and", "items": [
         {"filter": f"filter:tasks:data.{field}", "operator": "equal", "type": "String", "value": email}]}
+
+
+def offer_token(email: str) -> str:
+    """``email`` as it appears in a list field (``|a@x|b@x|``): lower case, since ``contains`` ignores case."""
+    return f"|{email.strip().lower()}|"
+
+
+def offer_filter(email: str, field: str) -> dict[str, Any]:
+    """Data Manager filters selecting the tasks whose ``data[field]`` lists ``email``: the delimiters make the
+    substring match of ``contains`` exact (``|al@x|`` is not inside ``|pal@x|``)."""
+    return {"conjunction": "and", "items": [
+        {"filter": f"filter:tasks:data.{field}", "operator": "contains", "type": "String",
+         "value": offer_token(email)}]}
 
 
 class LabelStudioAPI:
@@ -223,6 +237,14 @@ class LabelStudioAPI:
             if (view.get("data") or {}).get("title") == title:
                 return int(view["id"])
         return self.create_view(project, title, assigned_filter(email))
+
+    def offer_view(self, project: int, email: str, field: str) -> int:
+        """The Data Manager tab holding the tasks offered to ``email`` in ``data[field]`` (reused when it exists)."""
+        title = f"crowdgate {field}: {email}"
+        for view in self.views(project):
+            if (view.get("data") or {}).get("title") == title:
+                return int(view["id"])
+        return self.create_view(project, title, offer_filter(email, field))
 
     def next_task(self, project: int, view: int | None = None) -> dict[str, Any] | None:
         """What ``/next/`` serves this token's user (``view``: "label tasks as displayed"); None when nothing."""

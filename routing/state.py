@@ -219,6 +219,26 @@ class RoutingState:
     def exam_used(self, project: int, annotator: int) -> set[int]:
         return {int(t) for t in self.redis.smembers(f"{self._p(project)}:ann:{annotator}:exam_used")}
 
+    def offered(self, project: int, annotator: int) -> set[int]:
+        """Gold tasks currently offered to an annotator in their exam view (exam or gold share)."""
+        return {int(t) for t in self.redis.smembers(f"{self._p(project)}:ann:{annotator}:offered")}
+
+    def set_offered(self, project: int, annotator: int, tasks: Iterable[int]) -> None:
+        key = f"{self._p(project)}:ann:{annotator}:offered"
+        pipe = self.redis.pipeline()
+        pipe.delete(key)
+        ids = [int(t) for t in tasks]
+        if ids:
+            pipe.sadd(key, *ids)
+        pipe.execute()
+
+    def exam_view(self, project: int, email: str) -> int | None:
+        value = self.redis.hget(f"{self._p(project)}:examviews", email)
+        return int(value) if value else None
+
+    def set_exam_view(self, project: int, email: str, view: int) -> None:
+        self.redis.hset(f"{self._p(project)}:examviews", email, view)
+
     def flag_annotator(self, project: int, annotator: int, reason: str) -> None:
         self.redis.hset(f"{self._p(project)}:flagged", annotator, reason)
 

@@ -4,7 +4,7 @@ Annotators log in (invite flow) so every queue checked is the one Label Studio r
 A and B (tier 1) disagree → the task appears in tier-2 annotator C's queue (their view of the tier-2 escalation
 project) and in no tier-1 annotator's queue; C answers → the source task holds C's annotation and its final
 label. D passes the qualification exam and is promoted, F fails and is not. A confident task stops at the
-minimum overlap; an uncertain one is served to another annotator.
+minimum overlap; an uncertain one is served to another annotator. A newcomer's exam view serves gold first.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from ml_backend.labeling import choice_region
+from qa_hooks.ledger import Ledger
+from routing import exam
 from routing.audit import AuditLog
 from routing.labelstudio import LabelStudioAPI, user_id
 from routing.state import RoutingState
@@ -194,7 +196,9 @@ def test_exam_and_dynamic_overlap(labelstudio, stack, people, tmp_path):
     wait_for(lambda: state.annotator(project, f.id, policy).exam_attempts == 1, what="F's failed attempt")
     assert state.annotator(project, f.id, policy).tier == "qualification"
     audit = AuditLog(connection, PREFIX)
-    assert [x.action for x in audit.query(project=project, annotator=d.id, kind="action")] == ["qualify"]
+    # (offer_gold: which gold their exam view offers, depends on how far the others' events got)
+    assert [x.action for x in audit.query(project=project, annotator=d.id, kind="action")
+            if x.action != "offer_gold"] == ["qualify"]
     assert "fail_exam" in [x.action for x in audit.query(project=project, annotator=f.id, kind="action")]
 
     # The confident task stops at the minimum overlap of 2 with its final label; nobody gets it again.
@@ -236,3 +240,32 @@ def test_why_escalation_projects_and_not_views_alone(labelstudio, people):
     assert admin.as_user(e.token).next_task(project, view_e) is None  # E's own tab: nothing for E
     assert admin.as_user(c.token).next_task(project, view_c)["id"] == task  # C's tab serves it
     assert admin.as_user(e.token).next_task(project)["id"] == task  # ... and so does E's "Label All Tasks"
+
+
+def test_a_newcomer_gets_gold_first_from_their_exam_view(labelstudio, stack, people, tmp_path):
+    web, _worker, connection = stack
+    seeder, project = new_project(labelstudio, web, connection, "routing exam view", tmp_path)
+    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    newcomer = people["C"]  # no tier in this project: the exam tier
+    real = seeder.import_tasks(project, [{"data": {"text": f"real {i}"}} for i in range(3)])  # lower ids
+    gold = seeder.import_tasks(project, [{"data": {"text": f"gold {i}"}, "meta": {"gold": "Positive"}}
+                                         for i in range(4)])
+    wait_for(lambda: set(gold) <= set(Ledger(connection, PREFIX).gold_tasks(project)), what="gold recorded")
+    started = time.monotonic()
+    exam.offer_gold(project, newcomer.id, PREFIX, connection)  # an operator sets them up before any work
+    state = RoutingState(connection, PREFIX)
+    view = wait_for(lambda: state.exam_view(project, newcomer.email), what="exam view")
+    as_newcomer = admin.as_user(newcomer.token)
+    served = wait_for(lambda: (t := as_newcomer.next_task(project, view)) and t["id"] in gold[:3] and t,
+                      what="gold from the exam view")
+    print(f"\nexam offered and served in {time.monotonic() - started:.3f} s")
+    assert served["data"][exam.EXAM_FIELD] == f"|{newcomer.email.lower()}|"
+    assert served["id"] not in real  # real tasks, imported first, are not in their exam view
+    # Someone else's exam view serves nothing of it (the delimited contains filter is exact).
+    other = people["E"]
+    other_view = admin.offer_view(project, other.email, exam.EXAM_FIELD)
+    assert admin.as_user(other.token).next_task(project, other_view) is None
+    # Answering takes it out of the view; the next exam task comes up.
+    as_newcomer.create_annotation(served["id"], answer("Positive"))
+    wait_for(lambda: (t := as_newcomer.next_task(project, view)) and t["id"] != served["id"] and t["id"] in gold,
+             what="the next exam task")
