@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 
 from routing.audit import KINDS, AuditLog, to_csv, to_jsonl
+from routing.exam import offer_gold
 from routing.policy import PolicyError, parse_policy
 from routing.state import RoutingState
 
@@ -102,6 +103,9 @@ def policy_main(argv: list[str] | None = None) -> int:
     version = state.set_tier(args.project, args.user, args.tier)
     audit.record("action", "set_tier", args.project, None, [args.user], args.reason,
                  {"from": before, "to": args.tier, "version": version})
+    # A newcomer set by hand gets their exam gold (or a qualified annotator their gold share) offered now,
+    # not only after their first submission.
+    offer_gold(args.project, args.user, prefix, connection, reason="tier set by hand")
     print(f"project {args.project}: user {args.user} {before} -> {args.tier}")
     return 0
 

@@ -156,6 +156,9 @@ class FakeLabelStudio:
             self.writes.append(("create_view", project, email))
         return self.views[(project, email)]
 
+    def offer_view(self, project: int, email: str, field: str) -> int:
+        return self.annotator_view(project, f"{field}:{email}")
+
     def assign(self, project: int, task: int, users: list[int], kind: str = "AN") -> None:
         self.writes.append(("assign", task, users))
 
