@@ -47,6 +47,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import sparse
 
+from qa_hooks.label_table import COLUMNS, check_columns, factorize
+
 __all__ = [
     "COLUMNS",
     "CROSS_GROUP",
@@ -63,7 +65,6 @@ __all__ = [
     "percent_agreement",
 ]
 
-COLUMNS = ("task", "worker", "label")
 #: ``group`` value of the row of :func:`by_group` that compares workers across groups.
 CROSS_GROUP = "<cross-group>"
 
@@ -93,30 +94,17 @@ class _Coded:
     labels: pd.Index
 
 
-def _factorize(values: pd.Series | pd.Index) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes and uniques; uniques sorted when their values can be compared."""
-    try:
-        codes, uniques = pd.factorize(values, sort=True)
-    except TypeError:  # mixed types that cannot be ordered keep first-appearance order
-        codes, uniques = pd.factorize(values, sort=False)
-    return np.asarray(codes, dtype=np.int64), pd.Index(uniques)
-
-
 def _encode(table: pd.DataFrame) -> _Coded:
     """Validate a (task, worker, label) table, drop rows without a label, and encode it."""
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"expected a pandas DataFrame with columns {COLUMNS}, got {type(table).__name__}")
-    missing = [column for column in COLUMNS if column not in table.columns]
-    if missing:
-        raise ValueError(f"label table lacks column(s) {missing}; it needs {list(COLUMNS)}")
+    check_columns(table)
     rows = table.loc[table["label"].notna().to_numpy(), list(COLUMNS)]
     if rows.empty:
         raise ValueError("label table is empty: no row has a label")
     if rows["task"].isna().any() or rows["worker"].isna().any():
         raise ValueError("label table has missing task or worker ids")
-    task, tasks = _factorize(rows["task"])
-    worker, workers = _factorize(rows["worker"])
-    label, labels = _factorize(rows["label"])
+    task, tasks = factorize(rows["task"])
+    worker, workers = factorize(rows["worker"])
+    label, labels = factorize(rows["label"])
     if pd.Index(task * len(workers) + worker).has_duplicates:
         raise ValueError(
             "a worker labelled the same task more than once; keep one label per (task, worker), "
@@ -207,7 +195,7 @@ def cohen_kappa(a: Iterable[Hashable], b: Iterable[Hashable]) -> float:
         raise ValueError("cohen_kappa needs at least one labelled item")
     if left.isna().any() or right.isna().any():
         raise ValueError("cohen_kappa inputs contain missing labels")
-    codes, uniques = _factorize(pd.concat([left, right], ignore_index=True))
+    codes, uniques = factorize(pd.concat([left, right], ignore_index=True))
     n_cat = len(uniques)
     code_a, code_b = codes[: len(left)], codes[len(left) :]
     confusion = np.bincount(code_a * n_cat + code_b, minlength=n_cat * n_cat).reshape(n_cat, n_cat)
@@ -501,7 +489,7 @@ def by_group(
     if worker_group.isna().any():
         unknown = list(coded.workers[worker_group.isna().to_numpy()][:5])
         raise ValueError(f"groups has no group for worker(s) {unknown}")
-    group_of_worker, group_names = _factorize(worker_group)
+    group_of_worker, group_names = factorize(worker_group)
     group = group_of_worker[coded.worker]
 
     records = []

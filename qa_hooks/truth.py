@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from qa_hooks.label_table import COLUMNS, check_columns, factorize
+
 __all__ = [
     "COLUMNS",
     "DawidSkene",
@@ -50,21 +52,11 @@ __all__ = [
     "weighted_vote",
 ]
 
-COLUMNS = ("task", "worker", "label")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------------------
-
-
-def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes and uniques of ``values``; uniques sorted when they can be compared."""
-    try:
-        codes, uniques = pd.factorize(values, sort=True)
-    except TypeError:  # mixed types that cannot be ordered: keep order of first appearance
-        codes, uniques = pd.factorize(values, sort=False)
-    return np.asarray(codes, dtype=np.intp), pd.Index(uniques)
 
 
 @dataclass(frozen=True)
@@ -93,19 +85,15 @@ class _Encoded:
 
 def _encode(table: pd.DataFrame) -> _Encoded:
     """Validate a (task, worker, label) table and encode each column to integer codes."""
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"expected a pandas DataFrame with columns {COLUMNS}, got {type(table).__name__}")
-    missing = [column for column in COLUMNS if column not in table.columns]
-    if missing:
-        raise ValueError(f"label table lacks column(s) {missing}; it needs {list(COLUMNS)}")
+    check_columns(table)
     if table.empty:
         raise ValueError("label table is empty: there is nothing to aggregate")
     for column in COLUMNS:
         if table[column].isna().any():
             raise ValueError(f"label table has missing values in column {column!r}")
-    task, tasks = _factorize(table["task"])
-    worker, workers = _factorize(table["worker"])
-    label, classes = _factorize(table["label"])
+    task, tasks = factorize(table["task"])
+    worker, workers = factorize(table["worker"])
+    label, classes = factorize(table["label"])
     tasks = tasks.rename("task")
     return _Encoded(task, worker, label, tasks, workers.rename("worker"), classes.rename("label"))
 
