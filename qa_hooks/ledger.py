@@ -66,16 +66,22 @@ class Reliability:
         return self.__dict__.copy()
 
 
-def reliability_from_stats(annotator: int, stats: dict[str, float],
-                           confusion: dict[str, float] | None = None, with_interval: bool = True) -> Reliability:
+def accuracy_posterior(stats: dict[str, float]) -> tuple[float, float]:
+    """Beta(alpha, beta) over an annotator's accuracy: the prior plus gold and peer evidence."""
     gold_n, gold_sum = stats.get("gold_n", 0.0), stats.get("gold_sum", 0.0)
     peer_n, peer_sum = stats.get("peer_n", 0.0), stats.get("peer_sum", 0.0)
+    return PRIOR_ALPHA + gold_sum + peer_sum, PRIOR_BETA + (gold_n - gold_sum) + (peer_n - peer_sum)
+
+
+def reliability_from_stats(annotator: int, stats: dict[str, float],
+                           confusion: dict[str, float] | None = None) -> Reliability:
+    gold_n, gold_sum = stats.get("gold_n", 0.0), stats.get("gold_sum", 0.0)
+    peer_n = stats.get("peer_n", 0.0)
     pair_n, pair_sum = stats.get("pair_n", 0.0), stats.get("pair_sum", 0.0)
-    alpha = PRIOR_ALPHA + gold_sum + peer_sum
-    beta = PRIOR_BETA + (gold_n - gold_sum) + (peer_n - peer_sum)
-    low, high = beta_interval(alpha, beta) if with_interval else (float("nan"), float("nan"))
+    alpha, beta = accuracy_posterior(stats)
+    low, high = beta_interval(alpha, beta)
     gold_low = gold_high = None
-    if gold_n >= 1 and with_interval:
+    if gold_n >= 1:
         gold_low, gold_high = beta_interval(1.0 + gold_sum, 1.0 + gold_n - gold_sum)
     matrix: dict[str, dict[str, float]] = {}
     for key, count in (confusion or {}).items():
@@ -235,7 +241,7 @@ class Ledger:
             # Judge peers by their record *without* this task, so a task never vouches for itself.
             if annotator in old:
                 stats = _subtract(stats, old[annotator])
-            beliefs[annotator] = reliability_from_stats(annotator, stats, with_interval=False).mean
+            beliefs[annotator] = reliability_mean(*accuracy_posterior(stats))
 
         score = score_task(submissions, gold, label_config, control_weights, beliefs)
 
