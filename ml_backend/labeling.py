@@ -1,18 +1,12 @@
-"""What a label config asks for, read with label-studio-sdk's LabelInterface (cached per config)."""
+"""What a label config asks for, read with label-studio-sdk's LabelInterface (parsed once per config)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from label_studio_sdk.label_interface import LabelInterface
-
-
-@lru_cache(maxsize=256)
-def interface(label_config: str) -> LabelInterface:
-    return LabelInterface(label_config)
+from qa_hooks.similarity import load_interface
 
 
 @dataclass(frozen=True)
@@ -28,7 +22,7 @@ class ChoiceTarget:
 def choice_targets(label_config: str) -> list[ChoiceTarget]:
     """Choices controls whose objects are text-like, i.e. what a text model can pre-label."""
     targets = []
-    for control in interface(label_config).controls:
+    for control in load_interface(label_config).controls:
         if control.tag != "Choices" or not control.labels:
             continue
         keys = tuple(
@@ -43,7 +37,7 @@ def choice_targets(label_config: str) -> list[ChoiceTarget]:
 
 def choice_region(label_config: str, control: str, labels: list[str]) -> dict[str, Any]:
     """A Label Studio result region for ``control`` choosing ``labels``, built by the SDK."""
-    region = interface(label_config).get_control(control).label(labels if len(labels) > 1 else labels[0])
+    region = load_interface(label_config).get_control(control).label(labels if len(labels) > 1 else labels[0])
     return json.loads(region.to_json())
 
 

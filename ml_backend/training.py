@@ -26,6 +26,7 @@ from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.difficulty import DifficultyModel, disagreement
 from ml_backend.features import parse_label_config
 from qa_hooks.reconcile import LabelStudioReader
+from qa_hooks.scoring import label_of
 
 log = logging.getLogger(__name__)
 MIN_VOTES = 3
@@ -34,23 +35,14 @@ DIFFICULTY_FIELD = "crowdgate_difficulty"
 ML_QUEUE = "crowdgate-ml"
 
 
-def _choice(result: list[dict[str, Any]], control: str) -> str | None:
-    for region in result or []:
-        if region.get("from_name") == control:
-            choices = (region.get("value") or {}).get("choices") or []
-            if len(choices) == 1:
-                return str(choices[0])
-    return None
-
-
 def training_set(tasks: list[dict[str, Any]], control: str) -> tuple[list[dict], list[str], list[dict], list[float]]:
     """(tasks, labels) to train the classifier on and (tasks, difficulty) to train the difficulty model on."""
     label_tasks, labels, finished, difficulty = [], [], [], []
     for task in tasks:
         live = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
         truth = [a for a in live if a.get("ground_truth")]
-        votes = [v for a in live if not a.get("ground_truth") and (v := _choice(a.get("result"), control))]
-        gold = _choice(truth[-1]["result"], control) if truth else None
+        votes = [v for a in live if not a.get("ground_truth") and (v := label_of(a.get("result") or [], control))]
+        gold = label_of(truth[-1].get("result") or [], control) if truth else None
         meta_gold = (task.get("meta") or {}).get("gold")
         if gold is None and isinstance(meta_gold, str):
             gold = meta_gold

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ml_backend import embeddings
-from ml_backend.labeling import choice_region, choice_targets, interface, task_text
+from ml_backend.labeling import choice_region, choice_targets, task_text
+from qa_hooks.similarity import load_interface
 
 MODEL_VERSION = "crowdgate-zeroshot-minilm-1"
 # Cosine similarities of MiniLM sit in a narrow band; a low temperature spreads them into probabilities.
@@ -21,7 +22,7 @@ TEMPERATURE = 0.05
 
 
 def _option_texts(label_config: str, control: str, labels: tuple[str, ...]) -> list[str]:
-    attrs = interface(label_config).get_control(control).labels_attrs or {}
+    attrs = load_interface(label_config).get_control(control).labels_attrs or {}
     texts = []
     for label in labels:
         tag = attrs.get(label)
