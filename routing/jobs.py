@@ -663,13 +663,20 @@ def set_overlap(project: int, task: int, version: int, annotations: int, needed:
     return outcome
 
 
+def _claim(ctx: _Ctx, project: int, task: int, version: int, key: str, action: str) -> TaskRoute | None:
+    """The task's route if this job is the one to act on ``version`` (once); else audited as skipped."""
+    route = ctx.state.claim(project, task, version, key)
+    if route is None:
+        ctx.audit.record("action", f"{action}_skipped", project, task, [], f"superseded: route moved past v{version}")
+    return route
+
+
 def escalate(project: int, task: int, tier: str, version: int, escalations: int, reason: str = "",
              prefix: str = "cg", connection: redis.Redis | None = None) -> dict[str, Any]:
     """Send ``task`` to an annotator of ``tier`` (or above) and to nobody below (see the module docstring)."""
     ctx = _ctx(prefix, connection)
-    route = ctx.state.claim(project, task, version, f"escalate:{tier}:v{version}")
+    route = _claim(ctx, project, task, version, f"escalate:{tier}:v{version}", "escalate")
     if route is None:
-        ctx.audit.record("action", "escalate_skipped", project, task, [], f"superseded: route moved past v{version}")
         return {"skipped": True}
     return _route_to(ctx, project, task, tier, route, escalations, "escalate", reason)
 
@@ -678,9 +685,8 @@ def reassign(project: int, task: int, version: int, reason: str = "", prefix: st
              connection: redis.Redis | None = None) -> dict[str, Any]:
     """Another annotator of the task's required tier (a skip, or more labels needed at that tier)."""
     ctx = _ctx(prefix, connection)
-    route = ctx.state.claim(project, task, version, f"reassign:v{version}")
+    route = _claim(ctx, project, task, version, f"reassign:v{version}", "reassign")
     if route is None:
-        ctx.audit.record("action", "reassign_skipped", project, task, [], f"superseded: route moved past v{version}")
         return {"skipped": True}
     tier = route.required_tier or ctx.state.policy(project).first_labeling_tier
     return _route_to(ctx, project, task, tier, route, route.escalations, "reassign", reason)
@@ -902,9 +908,8 @@ def finalize(project: int, task: int, version: int, label: str | None, result: l
              connection: redis.Redis | None = None) -> dict[str, Any]:
     """Mark ``task`` final: its label in ``meta.crowdgate.final``, closed in the source and escalation queues."""
     ctx = _ctx(prefix, connection)
-    route = ctx.state.claim(project, task, version, f"final:v{version}")
+    route = _claim(ctx, project, task, version, f"final:v{version}", "finalize")
     if route is None:
-        ctx.audit.record("action", "finalize_skipped", project, task, [], f"superseded: route moved past v{version}")
         return {"skipped": True}
     api = labelstudio()
     current = api.task(task)
