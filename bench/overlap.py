@@ -7,16 +7,19 @@ start as they would in production. No gold is revealed (``--gold-share`` reveals
 after they finish; their accuracy is still scored at stop time, before the reveal).
 
 Policies: ``fixed-3``, ``fixed-5``, ``all`` (majority vote of the first 3, 5, all labels); ``margin-2`` (start
-with 2, stop when the leading answer is 2 votes ahead, at most 10); ``crowdgate`` (routing.stopping: online
-Dawid–Skene worker models, stop when the leading answer's posterior >= ``--threshold`` and at least 2 labels
-give it; at least 2 labels, at most all available; accuracy of the answer at stop time). Majority-vote ties
-break at random. One JSON line per dataset and policy, means over seeds.
+with 2, stop when the leading answer is 2 votes ahead, at most 10); ``crowdgate`` (routing.stopping, the
+default policy's rule: online Dawid–Skene worker models; stop when the leading answer's posterior reaches the
+threshold matched to the crowd and at least 2 labels give it; at least 2 labels, at most all available;
+accuracy of the answer at stop time). The matched threshold is the accuracy a fixed overlap of 5 would have
+under the crowd's current models (``matched_threshold``, margin ``--margin``), refreshed every 50 labels; the
+fixed ``--threshold`` applies until the models rest on 200 labels. Majority-vote ties break at random. One
+JSON line per dataset and policy, means over seeds.
 
-``crowdgate-matched`` (skip with ``--no-match``): per dataset, the lowest threshold on a grid whose accuracy
-reaches fixed-5's on these same seeds, i.e. a threshold tuned against that dataset's gold (what a project
-that calibrates its threshold on its own gold could get; not a single setting).
+``crowdgate-fixed``: the same rule with the fixed ``--threshold`` throughout. ``crowdgate-tuned`` (with
+``--tune``): per dataset, the lowest fixed threshold on a grid whose accuracy reaches fixed-5's on these same
+seeds, i.e. a threshold tuned against that dataset's gold (not a single setting).
 
-    python bench/overlap.py [--seeds 20] [--datasets rte,temp,dog] [--threshold T] [--no-match]
+    python bench/overlap.py [--seeds 20] [--datasets rte,temp,dog] [--margin M] [--threshold T] [--tune]
 """
 
 from __future__ import annotations
@@ -32,17 +35,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from routing.stopping import OnlineWorkerEstimator, decide_stop
+from routing.policy import DEFAULT_POLICY
+from routing.stopping import OnlineWorkerEstimator, crowd_confusion, decide_stop, matched_threshold
 from scripts.crowd_sets import available, load_gold, load_labels
 
-# One setting for every dataset. The threshold is the lowest on MATCH_GRID at which crowdgate's accuracy
-# reached fixed-5's on all three crowds (20 seeds): dog, whose posteriors are the most over-confident, binds.
-THRESHOLD = 0.9
+# The default policy's settings, one for every dataset (label_configs/default.policy.yaml says how they were
+# chosen: the margin is the largest that kept crowdgate at fixed-5's accuracy on all three crowds, 20 seeds).
+STOP = DEFAULT_POLICY.overlap.stop
+THRESHOLD = STOP.threshold
+MARGIN = STOP.match_margin
+MATCH_OVERLAP = STOP.match_overlap or 5
+MATCH_MIN_LABELS = STOP.match_min_labels
+MATCH_REFRESH = 50  # labels between two computations of the matched threshold
 MIN_LABELS = 2
 MIN_AGREEING = 2
 WINDOW = 50
 PRIOR_ACCURACY = 0.7
-MATCH_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.83, 0.86, 0.88, 0.9, 0.92, 0.94, 0.96)
+TUNE_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.83, 0.86, 0.88, 0.9, 0.92, 0.94, 0.96)
 
 
 @dataclass
@@ -98,8 +107,12 @@ def replay_crowdgate(
     threshold: float,
     window: int,
     gold_share: float,
+    margin: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels used per item and the answer at stop time, for one random arrival order."""
+    """Labels used per item and the answer at stop time, for one random arrival order.
+
+    ``margin`` None: the fixed ``threshold`` throughout; else the crowd-matched threshold with that margin.
+    """
     est = OnlineWorkerEstimator(crowd.classes, prior_accuracy=PRIOR_ACCURACY)
     n_items = len(crowd.items)
     used = np.zeros(n_items, dtype=int)
@@ -107,13 +120,25 @@ def replay_crowdgate(
     queue = list(rng.permutation(n_items))
     gold_items = set(rng.choice(n_items, int(gold_share * n_items), replace=False).tolist())
     open_items: list[int] = []
+    current = {"labels": -MATCH_REFRESH, "threshold": threshold}
+
+    def stop_threshold() -> float:
+        if margin is None or est.n_labels < MATCH_MIN_LABELS:
+            return threshold
+        if est.n_labels - current["labels"] >= MATCH_REFRESH:
+            models = list(est.models().values())
+            current["threshold"] = matched_threshold(
+                crowd_confusion(models), list(est.class_prior.values()), overlap=MATCH_OVERLAP, margin=margin
+            )
+            current["labels"] = est.n_labels
+        return current["threshold"]
 
     def stop(i: int) -> bool:
         votes = np.bincount(labels[i][: used[i]], minlength=len(crowd.classes))
         decision = decide_stop(
             est.task_posterior(crowd.items[i]),
             {c: int(v) for c, v in zip(crowd.classes, votes, strict=True)},
-            threshold=threshold,
+            threshold=stop_threshold(),
             min_labels=MIN_LABELS,
             min_agreeing=MIN_AGREEING,
             max_labels=len(labels[i]),
@@ -158,12 +183,13 @@ def run_dataset(crowd: Crowd, args: argparse.Namespace) -> list[dict[str, object
         baseline["margin-2"].append((float(np.mean(stops)), float(np.mean(answers == crowd.gold))))
         orders.append((workers, labels, rng.bit_generator.state))
 
-    def crowdgate(threshold: float) -> tuple[float, float]:
+    def crowdgate(threshold: float, margin: float | None = None) -> tuple[float, float]:
         runs = []
         for workers, labels, state in orders:
             rng = np.random.default_rng()
             rng.bit_generator.state = state  # same arrival order for every threshold
-            used, answer = replay_crowdgate(crowd, workers, labels, rng, threshold, args.window, args.gold_share)
+            used, answer = replay_crowdgate(crowd, workers, labels, rng, threshold, args.window, args.gold_share,
+                                            margin)
             runs.append((float(used.mean()), float(np.mean(answer == crowd.gold))))
         arr = np.array(runs)
         return float(arr[:, 0].mean()), float(arr[:, 1].mean())
@@ -181,7 +207,7 @@ def run_dataset(crowd: Crowd, args: argparse.Namespace) -> list[dict[str, object
         )
     f5_labels, f5_accuracy = means["fixed-5"]
 
-    def line(policy: str, threshold: float, per_item: float, accuracy: float) -> dict[str, object]:
+    def line(policy: str, settings: dict[str, object], per_item: float, accuracy: float) -> dict[str, object]:
         return {
             "dataset": crowd.name,
             "policy": policy,
@@ -189,15 +215,17 @@ def run_dataset(crowd: Crowd, args: argparse.Namespace) -> list[dict[str, object
             "accuracy": round(accuracy, 4),
             "labels_saved_vs_fixed5": round(1.0 - per_item / f5_labels, 4),
             "accuracy_ge_fixed5": bool(accuracy >= f5_accuracy),
-            "threshold": threshold,
+            **settings,
         }
 
-    lines.append(line("crowdgate", args.threshold, *crowdgate(args.threshold)))
-    if args.match:
-        for threshold in MATCH_GRID:
+    matched = {"match_overlap": MATCH_OVERLAP, "margin": args.margin, "threshold_until_matched": args.threshold}
+    lines.append(line("crowdgate", matched, *crowdgate(args.threshold, args.margin)))
+    lines.append(line("crowdgate-fixed", {"threshold": args.threshold}, *crowdgate(args.threshold)))
+    if args.tune:
+        for threshold in TUNE_GRID:
             per_item, accuracy = crowdgate(threshold)
-            if accuracy >= f5_accuracy or threshold == MATCH_GRID[-1]:
-                lines.append(line("crowdgate-matched", threshold, per_item, accuracy))
+            if accuracy >= f5_accuracy or threshold == TUNE_GRID[-1]:
+                lines.append(line("crowdgate-tuned", {"threshold": threshold}, per_item, accuracy))
                 break
     return lines
 
@@ -206,10 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20, help="random arrival orders per dataset (default 20)")
     parser.add_argument("--datasets", default="rte,temp,dog")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"posterior threshold ({THRESHOLD})")
+    parser.add_argument("--margin", type=float, default=MARGIN, help=f"matched threshold's margin ({MARGIN})")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help=f"fixed threshold; the matched rule starts from it ({THRESHOLD})")
     parser.add_argument("--window", type=int, default=WINDOW, help=f"items open at once ({WINDOW})")
     parser.add_argument("--gold-share", type=float, default=0.0, help="share of items whose gold is revealed")
-    parser.add_argument("--no-match", dest="match", action="store_false", help="skip the per-dataset threshold search")
+    parser.add_argument("--tune", action="store_true", help="also search the per-dataset fixed threshold")
     args = parser.parse_args(argv)
     for name in args.datasets.split(","):
         if not available(name):

@@ -216,7 +216,8 @@ class TaskState:
     ``posterior`` stop rule; used to pick the final answer when given). ``agreement``: share of counted
     labels giving the leading answer; computed when None. ``required_tier``: lowest tier whose labels count
     (None: the first labeling tier). ``escalations``: escalations so far (difficulty routing excluded).
-    ``escalated_at``: time of the last escalation, seconds (for :func:`check_sla`).
+    ``escalated_at``: time of the last escalation, seconds (for :func:`check_sla`). ``stop_threshold``: the
+    posterior threshold matched to the project's crowd (``overlap.stop.match_overlap``); None: the policy's.
     """
 
     task_id: str
@@ -227,6 +228,7 @@ class TaskState:
     required_tier: str | None = None
     escalations: int = 0
     escalated_at: float | None = None
+    stop_threshold: float | None = None
 
 
 class TaskAction(StrEnum):
@@ -277,7 +279,8 @@ def counted_labels(task: TaskState, policy: Policy) -> list[TaskLabel]:
 
 
 def _stop_met(
-    votes: Counter[str], leader: str, n: int, posterior: Mapping[str, float] | None, policy: Policy
+    votes: Counter[str], leader: str, n: int, posterior: Mapping[str, float] | None, policy: Policy,
+    threshold: float | None = None,
 ) -> tuple[bool, str]:
     overlap = policy.overlap
     stop = overlap.stop
@@ -295,7 +298,8 @@ def _stop_met(
         return False, f"leading answer {gap} votes ahead (< {stop.k})"
     assert posterior is not None
     decision = decide_stop(
-        posterior, votes, threshold=stop.threshold, min_labels=overlap.min, min_agreeing=stop.min_agreeing
+        posterior, votes, threshold=stop.threshold if threshold is None else threshold, min_labels=overlap.min,
+        min_agreeing=stop.min_agreeing,
     )
     return decision.stop, decision.reason
 
@@ -332,6 +336,8 @@ def decide_task(task: TaskState, policy: Policy) -> TaskDecision:
         "escalations": task.escalations,
         "can_escalate": can_escalate,
     }
+    if task.stop_threshold is not None:
+        evidence["stop_threshold"] = task.stop_threshold
 
     def escalate(reason: str, target: int | None = None, counts: bool = True) -> TaskDecision:
         index = required + 1 if target is None else target
@@ -372,7 +378,7 @@ def decide_task(task: TaskState, policy: Policy) -> TaskDecision:
 
     # 4. Confident enough.
     if n >= overlap.min and leader is not None:
-        met, why = _stop_met(votes, leader, n, task.posterior, policy)
+        met, why = _stop_met(votes, leader, n, task.posterior, policy, task.stop_threshold)
         evidence["stop"] = why
         if met:
             return final(why, leader)

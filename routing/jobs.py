@@ -73,7 +73,7 @@ from routing.decisions import (
 from routing.labelstudio import ENTERPRISE, LabelStudioAPI, LabelStudioError, user_id
 from routing.policy import Policy, StopRule
 from routing.state import AnnotatorRecord, RoutingState, TaskRoute
-from routing.stopping import WorkerModel, consensus_posterior, prior_confusion
+from routing.stopping import WorkerModel, consensus_posterior, crowd_confusion, matched_threshold, prior_confusion
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ CONFUSION_PRIOR_STRENGTH = 3.0
 # A gold answer counts as correct in the exam when its similarity to the gold result reaches this.
 EXAM_CORRECT_AT = 0.5
 SOURCE_FIELD = "crowdgate_source_task"
+# How long a project's crowd-matched stop threshold is reused before the annotators' models are read again.
+STOP_THRESHOLD_TTL_S = int(os.environ.get("CROWDGATE_STOP_THRESHOLD_TTL_S", "60"))
 
 _api: LabelStudioAPI | None = None
 _api_factory: Callable[[], LabelStudioAPI] = LabelStudioAPI.from_env
@@ -272,7 +274,7 @@ def label_values(live: list[Any], label_config: str, cat: Categorical | None,
 def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[int, str], flagged: set[int],
                route: TaskRoute, policy: Policy, *, classes: tuple[str, ...] | None,
                models: dict[str, WorkerModel], reliability: dict[int, float],
-               difficulty: float | None) -> TaskState:
+               difficulty: float | None, stop_threshold: float | None = None) -> TaskState:
     """Inputs of :func:`decide_task`; the posterior is computed over the labels that count only."""
     default_tier = policy.tiers[0].name
     labels = tuple(
@@ -293,7 +295,35 @@ def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[i
         total = sum(weights.values()) or 1.0
         posterior = {v: w / total for v, w in weights.items()}
     return TaskState(str(task), labels, posterior=posterior, difficulty=difficulty,
-                     required_tier=route.required_tier, escalations=route.escalations, escalated_at=route.escalated_at)
+                     required_tier=route.required_tier, escalations=route.escalations, escalated_at=route.escalated_at,
+                     stop_threshold=stop_threshold)
+
+
+def crowd_stop_threshold(ctx: _Ctx, policy: Policy, project: int, classes: tuple[str, ...]) -> float | None:
+    """The posterior threshold matched to the project's crowd (``overlap.stop.match_overlap``), or None for
+    the policy's own threshold (matching off, or fewer than ``match_min_labels`` labels behind the models).
+
+    Computed from every annotator's ledger record and cached for ``STOP_THRESHOLD_TTL_S`` seconds: the
+    crowd's quality moves slowly, and reading hundreds of records on every event would not.
+    """
+    stop = policy.overlap.stop
+    if stop.rule != "posterior" or stop.match_overlap is None:
+        return None
+    key = f"{stop.match_overlap}:{stop.match_margin}:{stop.worker_model}:{stop.prior_accuracy}:{','.join(classes)}"
+    found, cached = ctx.state.stop_threshold(project, key)
+    if found:
+        return cached
+    annotators = ctx.store.annotators(project)
+    rels = ctx.ledger.reliabilities(project, annotators) if annotators else {}
+    models = [worker_model(rel, None, classes, stop) for rel in rels.values()]
+    labels = float(sum(m.n_labels for m in models))
+    threshold = None
+    if models and labels >= stop.match_min_labels:
+        # Uniform class prior, as in the task posteriors this threshold is compared with.
+        threshold = matched_threshold(crowd_confusion(models), None, overlap=stop.match_overlap,
+                                      margin=stop.match_margin)
+    ctx.state.set_stop_threshold(project, key, threshold, labels, STOP_THRESHOLD_TTL_S)
+    return threshold
 
 
 def stored_difficulty(connection: redis.Redis, prefix: str, project: int, task: int) -> float | None:
@@ -489,9 +519,11 @@ def _route_task(ctx: _Ctx, policy: Policy, project: int, task: int, now: float, 
         raw = ctx.connection.hgetall(f"{ctx.prefix}:p:{project}:task:{task}:contrib")
         contrib = {int(k): json.loads(v) for k, v in raw.items()}
         models = {str(a): worker_model(rels[a], contrib.get(a), cat.classes, policy.overlap.stop) for a in people}
+    threshold = crowd_stop_threshold(ctx, policy, project, cat.classes) if cat is not None else None
     state = task_state(task, live, values, tiers, flagged, route, policy,
                        classes=cat.classes if cat else None, models=models,
-                       reliability={a: r.mean for a, r in rels.items()}, difficulty=difficulty)
+                       reliability={a: r.mean for a, r in rels.items()}, difficulty=difficulty,
+                       stop_threshold=threshold)
     decision = decide_task(state, policy)
     ctx.audit.record("decision", f"task:{decision.action}", project, task, people, decision.reason,
                      {**decision.evidence, "tier": decision.tier, "label": decision.label, "version": route.version,

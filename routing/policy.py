@@ -103,6 +103,11 @@ class StopRule:
     votes ahead of the next. ``posterior``: the reliability-weighted consensus posterior of the leading answer
     is >= ``threshold`` and at least ``min_agreeing`` labels give it; worker models are ``worker_model``
     (Dawid–Skene confusion matrices or one-coin accuracies) starting from ``prior_accuracy``.
+
+    ``match_overlap``: instead of the fixed ``threshold``, aim at the accuracy a fixed overlap of this many
+    labels would have on this project's crowd (its majority-vote accuracy under the annotators' own models,
+    less ``match_margin``; :func:`routing.stopping.matched_threshold`), once the annotators' models rest on
+    ``match_min_labels`` labels in all; ``threshold`` applies until then. None: always ``threshold``.
     """
 
     rule: StopKind = "posterior"
@@ -111,6 +116,9 @@ class StopRule:
     min_agreeing: int = 2
     worker_model: WorkerModelKind = "confusion"
     prior_accuracy: float = 0.7
+    match_overlap: int | None = 5
+    match_margin: float = 0.03
+    match_min_labels: int = 200
 
 
 @dataclass(frozen=True)
@@ -341,13 +349,18 @@ def _parse_tiers(check: _Checker, raw: Any, margin: float, has_exam: bool) -> tu
 
 def _parse_stop(check: _Checker, raw: Any) -> StopRule:
     path = "overlap.stop"
-    keys = {"rule", "k", "threshold", "min_agreeing", "worker_model", "prior_accuracy"}
+    matching = ("match_overlap", "match_margin", "match_min_labels")
+    keys = {"rule", "k", "threshold", "min_agreeing", "worker_model", "prior_accuracy", *matching}
     data = check.section(raw, path, keys)
     default = StopRule()
     rule = check.choice(data, "rule", path, default.rule, ("fixed", "margin", "posterior"))
-    for key, needs in (("k", "margin"), ("threshold", "posterior"), ("min_agreeing", "posterior")):
+    needs_rule = {"k": "margin", "threshold": "posterior", "min_agreeing": "posterior"}
+    for key, needs in {**needs_rule, **dict.fromkeys(matching, "posterior")}.items():
         if key in data and rule != needs:
             check.fail(f"{path}.{key}", f"only applies to rule '{needs}' (rule is {rule!r})")
+    match_overlap = data.get("match_overlap", default.match_overlap)
+    if match_overlap is not None:
+        match_overlap = check.integer(data, "match_overlap", path, 5, 1)
     return StopRule(
         rule=rule,
         k=check.integer(data, "k", path, default.k, 1),
@@ -357,6 +370,9 @@ def _parse_stop(check: _Checker, raw: Any) -> StopRule:
         prior_accuracy=check.number(
             data, "prior_accuracy", path, default.prior_accuracy, 0.0, 1.0, open_low=True, open_high=True
         ),
+        match_overlap=match_overlap,
+        match_margin=check.number(data, "match_margin", path, default.match_margin, 0.0, 1.0, open_high=True),
+        match_min_labels=check.integer(data, "match_min_labels", path, default.match_min_labels, 0),
     )
 
 

@@ -130,6 +130,19 @@ class RoutingState:
                                                                "set_at": repr(time.time())})
         return policy
 
+    def stop_threshold(self, project: int, key: str) -> tuple[bool, float | None]:
+        """The cached crowd-matched stop threshold for ``key`` (the rule's settings): (found, threshold)."""
+        raw = self.redis.get(f"{self._p(project)}:stop_threshold:{key}")
+        if raw is None:
+            return False, None
+        return True, json.loads(raw)["threshold"]
+
+    def set_stop_threshold(self, project: int, key: str, threshold: float | None, labels: float,
+                           ttl: int) -> None:
+        """Cache a crowd-matched threshold (None: not enough labels yet) for ``ttl`` seconds."""
+        self.redis.set(f"{self._p(project)}:stop_threshold:{key}",
+                       json.dumps({"threshold": threshold, "labels": labels, "at": time.time()}), ex=ttl)
+
     def policy_bound(self, project: int) -> bool:
         return bool(self.redis.exists(f"{self._p(project)}:policy"))
 

@@ -31,7 +31,10 @@ __all__ = [
     "StopDecision",
     "WorkerModel",
     "consensus_posterior",
+    "crowd_confusion",
     "decide_stop",
+    "majority_accuracy",
+    "matched_threshold",
     "prior_confusion",
 ]
 
@@ -126,6 +129,91 @@ def consensus_posterior(
     post = np.exp(log_post - log_post.max())
     post /= post.sum()
     return {c: float(p) for c, p in zip(index, post, strict=True)}
+
+
+def crowd_confusion(models: Sequence[WorkerModel], weights: Sequence[float] | None = None) -> np.ndarray:
+    """The crowd's confusion matrix: worker confusions averaged with ``weights`` (default: each model's
+    ``n_labels``, i.e. by activity — the worker who gives most labels is most likely to give the next one).
+
+    Equal weights when every weight is 0 (no labels yet).
+    """
+    if not models:
+        raise ValueError("no worker models")
+    shapes = {m.confusion.shape for m in models}
+    if len(shapes) != 1:
+        raise ValueError(f"worker models disagree on the number of classes: {sorted(shapes)}")
+    w = np.asarray([m.n_labels for m in models] if weights is None else weights, dtype=float)
+    if w.shape != (len(models),) or np.any(w < 0):
+        raise ValueError("weights must be one non-negative number per model")
+    if w.sum() <= 0:
+        w = np.ones(len(models))
+    return np.tensordot(w / w.sum(), np.stack([m.confusion for m in models]), axes=1)
+
+
+def _compositions(total: int, parts: int) -> Iterable[tuple[int, ...]]:
+    """Every way to write ``total`` as an ordered sum of ``parts`` non-negative integers."""
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(total + 1):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first, *rest)
+
+
+def majority_accuracy(confusion: np.ndarray, class_prior: Sequence[float] | None, n_labels: int) -> float:
+    """Probability that a plain majority vote of ``n_labels`` labels picks the true class, ties broken at random.
+
+    Labels are independent draws from ``confusion`` (the crowd's ``P(label | true class)``, e.g.
+    :func:`crowd_confusion`) given the true class drawn from ``class_prior`` (uniform when None): the accuracy
+    a fixed overlap of ``n_labels`` would have on this crowd if its errors were independent. Exact
+    enumeration of the multinomial outcomes (``C(n+K-1, K-1)`` of them).
+    """
+    matrix = _normalise_rows(np.asarray(confusion, dtype=float))
+    k = matrix.shape[0]
+    if matrix.shape != (k, k) or k < 2:
+        raise ValueError(f"confusion must be a square K×K matrix with K >= 2, got shape {matrix.shape}")
+    if n_labels < 1:
+        raise ValueError(f"n_labels must be >= 1, got {n_labels}")
+    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
+    if prior.shape != (k,) or np.any(prior < 0) or prior.sum() <= 0:
+        raise ValueError(f"class_prior must be {k} non-negative numbers, not all 0")
+    prior = prior / prior.sum()
+    log_fact = np.array([math.lgamma(i + 1) for i in range(n_labels + 1)])
+    log_conf = np.log(matrix)
+    accuracy = 0.0
+    for counts in _compositions(n_labels, k):
+        c = np.asarray(counts)
+        leaders = np.flatnonzero(c == c.max())
+        # P(counts | true class t) for each t whose class leads, each with a 1/len(leaders) share of the tie.
+        log_multinomial = log_fact[n_labels] - log_fact[c].sum()
+        for t in leaders:
+            accuracy += prior[t] * math.exp(log_multinomial + float(c @ log_conf[t])) / len(leaders)
+    return float(accuracy)
+
+
+def matched_threshold(
+    confusion: np.ndarray,
+    class_prior: Sequence[float] | None,
+    *,
+    overlap: int,
+    margin: float,
+    floor: float = 0.5,
+    ceiling: float = 0.99,
+) -> float:
+    """Posterior threshold that aims at the accuracy of a fixed ``overlap`` on this crowd.
+
+    The target is :func:`majority_accuracy` of ``overlap`` labels under the crowd's own model, less
+    ``margin``: a task stops at the first label that lifts its posterior over the threshold, so the
+    posteriors it stops at, and their accuracy, lie above it. Expressing the threshold relative to the crowd
+    makes one setting fit crowds of different quality: a crowd whose labels are weak (a fixed overlap does
+    badly on it) needs less certainty to match it, a strong one more. Clipped to ``[floor, ceiling]``.
+    """
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    if not 0.0 < floor <= ceiling < 1.0:
+        raise ValueError(f"need 0 < floor <= ceiling < 1, got {floor}, {ceiling}")
+    target = majority_accuracy(confusion, class_prior, overlap) - margin
+    return float(min(max(target, floor), ceiling))
 
 
 @dataclass(frozen=True)

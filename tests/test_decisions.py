@@ -300,6 +300,17 @@ def test_posterior_below_threshold_needs_more() -> None:
     assert d.reason == "2 of at most 5 labels; posterior 0.900 < 0.9"
 
 
+def test_a_crowd_matched_threshold_replaces_the_policy_threshold() -> None:
+    labels = (lab("A", "a"), lab("A", "b"))
+    posterior = {"A": 0.85, "B": 0.15}
+    assert decide_task(task(*labels, posterior=posterior), P).action is TaskAction.NEED_MORE
+    d = decide_task(task(*labels, posterior=posterior, stop_threshold=0.84), P)
+    assert d.action is TaskAction.FINAL and d.reason == "posterior 0.850 >= 0.84 with 2 agreeing labels"
+    assert d.evidence["stop_threshold"] == 0.84
+    higher = decide_task(task(*labels, posterior={"A": 0.95, "B": 0.05}, stop_threshold=0.97), P)
+    assert higher.action is TaskAction.NEED_MORE and "< 0.97" in higher.reason
+
+
 def test_posterior_needs_min_agreeing_labels() -> None:
     # One trusted annotator outvotes another, but a single voice never settles a task.
     d = decide_task(task(lab("A", "pro"), lab("B", "new"), posterior={"A": 0.95, "B": 0.05}), P)

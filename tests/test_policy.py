@@ -84,6 +84,13 @@ def test_margin_and_posterior_rules() -> None:
     assert stop.overlap.stop.worker_model == "one_coin"
 
 
+def test_crowd_matched_threshold_settings() -> None:
+    stop = parse_policy({"overlap": {"stop": {"match_overlap": 3, "match_margin": 0.02, "match_min_labels": 50}}})
+    assert (stop.overlap.stop.match_overlap, stop.overlap.stop.match_margin) == (3, 0.02)
+    assert stop.overlap.stop.match_min_labels == 50
+    assert parse_policy({"overlap": {"stop": {"match_overlap": None}}}).overlap.stop.match_overlap is None
+
+
 def test_no_exam_means_first_tier_labels() -> None:
     p = parse_policy(
         {
@@ -156,6 +163,12 @@ def test_hysteresis_margin_is_enforced() -> None:
         ({"overlap": {"max": 1}}, "overlap.max: must be >= overlap.min (2), got 1"),
         ({"overlap": {"min": 1, "max": 1, "stop": {"min_agreeing": 2}}}, "overlap.stop.min_agreeing: can never be met"),
         ({"overlap": {"stop": {"worker_model": "glad"}}}, "overlap.stop.worker_model: must be one of"),
+        ({"overlap": {"stop": {"match_overlap": 0}}}, "overlap.stop.match_overlap: must be an integer >= 1, got 0"),
+        ({"overlap": {"stop": {"match_margin": 1}}}, "overlap.stop.match_margin: must be a number in [0.0, 1.0)"),
+        (
+            {"overlap": {"stop": {"rule": "margin", "match_overlap": 5}}},
+            "overlap.stop.match_overlap: only applies to rule 'posterior'",
+        ),
         ({"overlap": "lots"}, "overlap: must be a mapping, got 'lots'"),
         ({"tiers": []}, "tiers: must be a non-empty list"),
         ({"tiers": [{"name": "only"}]}, "tiers: with a qualification exam there must be a tier to qualify into"),

@@ -282,6 +282,34 @@ def test_reliable_annotators_agreeing_stop_at_the_minimum(env) -> None:
     assert [w for w in ls.written("patch_task") if "overlap" in w[2]] == []
 
 
+def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(env) -> None:
+    conn, state, ls = env
+    # A threshold no two annotators reach, unless matched to a crowd whose fixed overlap of 3 is less sure.
+    state.set_policy(SOURCE, POLICY.replace("threshold: 0.95,", "threshold: 0.999, match_overlap: 3, "
+                                                                "match_margin: 0.02, match_min_labels: 20,"))
+    first = ls.add_task(SOURCE, {"text": "early"})
+    submit(conn, ls, first, 1, "Negative")
+    submit(conn, ls, first, 2, "Negative")
+    early = AuditLog(conn, PREFIX).query(project=SOURCE, task=first, action="task:need_more")[-1]
+    assert "stop_threshold" not in early.evidence and "< 0.999" in early.reason  # 4 labels: not enough yet
+    golds = [ls.add_task(SOURCE, {"text": f"g{i}"}, {"gold": "Positive"}) for i in range(6)]
+    for g in golds:
+        for user in (1, 2):
+            submit(conn, ls, g, user, "Positive", run=False)
+    run_jobs(conn)
+    conn.delete(*conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*"))  # the cached "not yet" expires
+    task = ls.add_task(SOURCE, {"text": "clear"})
+    submit(conn, ls, task, 1, "Negative")
+    submit(conn, ls, task, 2, "Negative")
+    decision = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, action="task:final")[-1]
+    matched = decision.evidence["stop_threshold"]
+    assert 0.5 <= matched < 0.99 and f">= {matched}" in decision.reason
+    assert state.route(SOURCE, task).final_label == "Negative"
+    cached = json.loads(conn.get(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))))
+    assert cached["threshold"] == matched and cached["labels"] >= 20
+    assert conn.ttl(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))) <= jobs.STOP_THRESHOLD_TTL_S
+
+
 def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
     conn, state, ls = env
     task = escalated_task(conn, ls)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
@@ -9,12 +12,76 @@ from routing.stopping import (
     OnlineWorkerEstimator,
     WorkerModel,
     consensus_posterior,
+    crowd_confusion,
     decide_stop,
+    majority_accuracy,
+    matched_threshold,
     prior_confusion,
 )
 from scripts.crowd_sets import load_gold, load_labels
 
 # -- worker models -------------------------------------------------------------------------------------------
+
+
+def _majority_by_sequences(confusion: np.ndarray, prior: np.ndarray, n: int) -> float:
+    """Oracle for majority_accuracy: every one of the K**n label sequences, one by one."""
+    k = len(prior)
+    total = 0.0
+    for seq in itertools.product(range(k), repeat=n):
+        counts = np.bincount(seq, minlength=k)
+        leaders = np.flatnonzero(counts == counts.max())
+        for t in leaders:
+            total += prior[t] * np.prod(confusion[t, list(seq)]) / len(leaders)
+    return float(total)
+
+
+def test_majority_accuracy_matches_the_binomial_and_every_sequence() -> None:
+    p = 0.8
+    assert majority_accuracy(prior_confusion(2, p), None, 5) == pytest.approx(
+        sum(math.comb(5, i) * p**i * (1 - p) ** (5 - i) for i in range(3, 6)))
+    assert majority_accuracy(prior_confusion(2, p), None, 2) == pytest.approx(p * p + 0.5 * 2 * p * (1 - p))
+    assert majority_accuracy(prior_confusion(3, 0.6), None, 1) == pytest.approx(0.6)
+    rng = np.random.default_rng(3)
+    for k, n in ((2, 4), (3, 5), (4, 3), (4, 5)):
+        confusion = rng.dirichlet(np.ones(k), size=k) + 2 * np.eye(k)
+        confusion /= confusion.sum(axis=1, keepdims=True)
+        prior = rng.dirichlet(np.ones(k))
+        assert majority_accuracy(confusion, prior, n) == pytest.approx(_majority_by_sequences(confusion, prior, n))
+
+
+def test_more_labels_help_a_crowd_better_than_chance() -> None:
+    crowd = prior_confusion(4, 0.6)
+    accuracies = [majority_accuracy(crowd, None, n) for n in (1, 3, 5, 7)]
+    assert accuracies == sorted(accuracies) and accuracies[0] == pytest.approx(0.6)
+
+
+def test_crowd_confusion_weighs_workers_by_their_labels() -> None:
+    good, bad = WorkerModel.one_coin(0.9, 2, n_labels=30), WorkerModel.one_coin(0.6, 2, n_labels=10)
+    assert crowd_confusion([good, bad])[0, 0] == pytest.approx((30 * 0.9 + 10 * 0.6) / 40)
+    assert crowd_confusion([good, bad], weights=[1, 1])[0, 0] == pytest.approx(0.75)
+    assert crowd_confusion([WorkerModel.one_coin(0.9, 2), WorkerModel.one_coin(0.7, 2)])[1, 1] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no worker models"):
+        crowd_confusion([])
+    with pytest.raises(ValueError, match="number of classes"):
+        crowd_confusion([good, WorkerModel.one_coin(0.9, 3)])
+    with pytest.raises(ValueError, match="one non-negative number per model"):
+        crowd_confusion([good, bad], weights=[1])
+
+
+def test_matched_threshold_follows_the_crowd() -> None:
+    weak, strong = prior_confusion(2, 0.65), prior_confusion(2, 0.85)
+    assert matched_threshold(strong, None, overlap=5, margin=0.03) == pytest.approx(
+        majority_accuracy(strong, None, 5) - 0.03)
+    # A weak crowd's fixed overlap is less accurate, so matching it needs less certainty.
+    assert matched_threshold(weak, None, overlap=5, margin=0.0) < matched_threshold(strong, None, overlap=5, margin=0.0)
+    assert matched_threshold(prior_confusion(2, 0.55), None, overlap=3, margin=0.1) == 0.5  # floor
+    assert matched_threshold(prior_confusion(2, 0.99), None, overlap=9, margin=0.0) == 0.99  # ceiling
+    with pytest.raises(ValueError, match="margin"):
+        matched_threshold(strong, None, overlap=5, margin=1.0)
+    with pytest.raises(ValueError, match="n_labels"):
+        majority_accuracy(strong, None, 0)
+    with pytest.raises(ValueError, match="class_prior"):
+        majority_accuracy(strong, [1.0], 3)
 
 
 def test_prior_confusion_spreads_errors_evenly() -> None:
