@@ -11,16 +11,17 @@ with 2, stop when the leading answer is 2 votes ahead, at most 10); ``crowdgate`
 default policy's rule: online Dawid–Skene worker models; stop when the leading answer's posterior reaches the
 threshold matched to the crowd and at least 2 labels give it; at least 2 labels, at most ``--max-labels``
 (default all there are: past the policy's ``overlap.max`` production sends a task to a higher tier, which
-the replay has not got); accuracy of the answer at stop time). The matched threshold is the accuracy a
-fixed overlap of 5 would have under the crowd's current models (``matched_threshold``, margin ``--margin``),
-refreshed every 50 labels; the fixed ``--threshold`` applies until the models rest on 200 labels.
+the replay has not got); accuracy of the answer at stop time). The matched threshold is the lowest at
+which the rule, replayed on a crowd simulated from the current worker models, is as accurate as a fixed
+overlap of 5 plus ``--lead`` (``matched_threshold``), refreshed every 50 labels; the fixed ``--threshold``
+applies until the models rest on 200 labels.
 Majority-vote ties break at random. One JSON line per dataset and policy, means over seeds.
 
 ``crowdgate-fixed``: the same rule with the fixed ``--threshold`` throughout. ``crowdgate-tuned`` (with
 ``--tune``): per dataset, the lowest fixed threshold on a grid whose accuracy reaches fixed-5's on these same
 seeds, i.e. a threshold tuned against that dataset's gold (not a single setting).
 
-    python bench/overlap.py [--seeds 20] [--datasets rte,temp,dog] [--margin M] [--threshold T] [--tune]
+    python bench/overlap.py [--seeds 20] [--datasets rte,temp,dog] [--lead L] [--threshold T] [--tune]
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from routing.policy import DEFAULT_POLICY
-from routing.stopping import OnlineWorkerEstimator, crowd_confusion, decide_stop, matched_threshold
+from routing.stopping import OnlineWorkerEstimator, decide_stop, matched_threshold
 from scripts.crowd_sets import available, load_gold, load_labels
 
-# The default policy's settings, one for every dataset (label_configs/default.policy.yaml says how they were
-# chosen: the margin is the largest that kept crowdgate at fixed-5's accuracy on all three crowds, 20 seeds).
+# The default policy's settings, one for every dataset (label_configs/default.policy.yaml says how the lead
+# was chosen).
 STOP = DEFAULT_POLICY.overlap.stop
 THRESHOLD = STOP.threshold
-MARGIN = STOP.match_margin
+LEAD = STOP.match_lead
 MATCH_OVERLAP = STOP.match_overlap or 5
 MATCH_MIN_LABELS = STOP.match_min_labels
 MATCH_REFRESH = 50  # labels between two computations of the matched threshold
@@ -112,12 +113,12 @@ def replay_crowdgate(
     threshold: float,
     window: int,
     gold_share: float,
-    margin: float | None = None,
+    lead: float | None = None,
     max_labels: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels used per item and the answer at stop time, for one random arrival order.
 
-    ``margin`` None: the fixed ``threshold`` throughout; else the crowd-matched threshold with that margin.
+    ``lead`` None: the fixed ``threshold`` throughout; else the crowd-matched threshold with that lead.
     An item stops, unconfident, at ``max_labels`` labels or when its labels run out.
     """
     est = OnlineWorkerEstimator(crowd.classes, prior_accuracy=PRIOR_ACCURACY)
@@ -130,14 +131,19 @@ def replay_crowdgate(
     current = {"labels": -MATCH_REFRESH, "threshold": threshold}
 
     def stop_threshold() -> float:
-        if margin is None or est.n_labels < MATCH_MIN_LABELS:
+        if lead is None or est.n_labels < MATCH_MIN_LABELS:
             return threshold
         if est.n_labels - current["labels"] >= MATCH_REFRESH:
-            models = list(est.models().values())
-            current["threshold"] = matched_threshold(
-                crowd_confusion(models), list(est.class_prior.values()), overlap=MATCH_OVERLAP, margin=margin
+            matched = matched_threshold(
+                list(est.models().values()),
+                list(est.class_prior.values()),
+                overlap=MATCH_OVERLAP,
+                lead=lead,
+                min_labels=MIN_LABELS,
+                min_agreeing=MIN_AGREEING,
+                max_labels=max_labels,
             )
-            current["labels"] = est.n_labels
+            current["threshold"], current["labels"] = matched.threshold, est.n_labels
         return current["threshold"]
 
     def stop(i: int) -> bool:
@@ -190,13 +196,13 @@ def run_dataset(crowd: Crowd, args: argparse.Namespace) -> list[dict[str, object
         baseline["margin-2"].append((float(np.mean(stops)), float(np.mean(answers == crowd.gold))))
         orders.append((workers, labels, rng.bit_generator.state))
 
-    def crowdgate(threshold: float, margin: float | None = None) -> tuple[float, float]:
+    def crowdgate(threshold: float, lead: float | None = None) -> tuple[float, float]:
         runs = []
         for workers, labels, state in orders:
             rng = np.random.default_rng()
             rng.bit_generator.state = state  # same arrival order for every threshold
             used, answer = replay_crowdgate(crowd, workers, labels, rng, threshold, args.window, args.gold_share,
-                                            margin, args.max_labels)
+                                            lead, args.max_labels)
             runs.append((float(used.mean()), float(np.mean(answer == crowd.gold))))
         arr = np.array(runs)
         return float(arr[:, 0].mean()), float(arr[:, 1].mean())
@@ -225,8 +231,8 @@ def run_dataset(crowd: Crowd, args: argparse.Namespace) -> list[dict[str, object
             **settings,
         }
 
-    matched = {"match_overlap": MATCH_OVERLAP, "margin": args.margin, "threshold_until_matched": args.threshold}
-    lines.append(line("crowdgate", matched, *crowdgate(args.threshold, args.margin)))
+    matched = {"match_overlap": MATCH_OVERLAP, "lead": args.lead, "threshold_until_matched": args.threshold}
+    lines.append(line("crowdgate", matched, *crowdgate(args.threshold, args.lead)))
     lines.append(line("crowdgate-fixed", {"threshold": args.threshold}, *crowdgate(args.threshold)))
     if args.tune:
         for threshold in TUNE_GRID:
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20, help="random arrival orders per dataset (default 20)")
     parser.add_argument("--datasets", default="rte,temp,dog")
-    parser.add_argument("--margin", type=float, default=MARGIN, help=f"matched threshold's margin ({MARGIN})")
+    parser.add_argument("--lead", type=float, default=LEAD, help=f"matched threshold's required lead ({LEAD})")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"fixed threshold; the matched rule starts from it ({THRESHOLD})")
     parser.add_argument("--window", type=int, default=WINDOW, help=f"items open at once ({WINDOW})")

@@ -40,7 +40,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,7 +73,7 @@ from routing.decisions import (
 from routing.labelstudio import ENTERPRISE, LabelStudioAPI, LabelStudioError, user_id
 from routing.policy import Policy, StopRule
 from routing.state import AnnotatorRecord, RoutingState, TaskRoute
-from routing.stopping import WorkerModel, consensus_posterior, crowd_confusion, matched_threshold, prior_confusion
+from routing.stopping import WorkerModel, consensus_posterior, matched_threshold, prior_confusion
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,9 @@ def crowd_stop_threshold(ctx: _Ctx, policy: Policy, project: int, classes: tuple
     stop = policy.overlap.stop
     if stop.rule != "posterior" or stop.match_overlap is None:
         return None
-    key = f"{stop.match_overlap}:{stop.match_margin}:{stop.worker_model}:{stop.prior_accuracy}:{','.join(classes)}"
+    overlap = policy.overlap
+    key = (f"{stop.match_overlap}:{stop.match_lead}:{overlap.min}:{overlap.max}:{stop.min_agreeing}:"
+           f"{stop.worker_model}:{stop.prior_accuracy}:{','.join(classes)}")
     found, cached = ctx.state.stop_threshold(project, key)
     if found:
         return cached
@@ -319,9 +321,16 @@ def crowd_stop_threshold(ctx: _Ctx, policy: Policy, project: int, classes: tuple
     labels = float(sum(m.n_labels for m in models))
     threshold = None
     if models and labels >= stop.match_min_labels:
-        # Uniform class prior, as in the task posteriors this threshold is compared with.
-        threshold = matched_threshold(crowd_confusion(models), None, overlap=stop.match_overlap,
-                                      margin=stop.match_margin)
+        # Uniform class prior, as in the task posteriors this threshold is compared with; past overlap.max a
+        # task leaves this tier, so the simulated rule stops there with its best answer.
+        matched = matched_threshold(models, None, overlap=stop.match_overlap, lead=stop.match_lead,
+                                    min_labels=overlap.min, min_agreeing=stop.min_agreeing,
+                                    max_labels=max(overlap.max, overlap.min))
+        threshold = matched.threshold
+        ctx.audit.record("decision", "stop_threshold", project, reason=(
+            f"threshold {threshold}: simulated accuracy {matched.accuracy:.3f} with {matched.labels_per_task:.2f} "
+            f"labels per task against {matched.fixed_overlap_accuracy:.3f} for a fixed overlap of "
+            f"{stop.match_overlap}"), evidence={**asdict(matched), "labels": labels, "annotators": len(models)})
     ctx.state.set_stop_threshold(project, key, threshold, labels, STOP_THRESHOLD_TTL_S)
     return threshold
 

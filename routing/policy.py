@@ -104,9 +104,9 @@ class StopRule:
     is >= ``threshold`` and at least ``min_agreeing`` labels give it; worker models are ``worker_model``
     (Dawid–Skene confusion matrices or one-coin accuracies) starting from ``prior_accuracy``.
 
-    ``match_overlap``: instead of the fixed ``threshold``, aim at the accuracy a fixed overlap of this many
-    labels would have on this project's crowd (its majority-vote accuracy under the annotators' own models,
-    less ``match_margin``; :func:`routing.stopping.matched_threshold`), once the annotators' models rest on
+    ``match_overlap``: instead of the fixed ``threshold``, use the lowest threshold at which this rule is as
+    accurate as a fixed overlap of this many labels, plus ``match_lead``, both judged on a crowd simulated
+    from the annotators' own models (:func:`routing.stopping.matched_threshold`), once those models rest on
     ``match_min_labels`` labels in all; ``threshold`` applies until then. None: always ``threshold``.
     """
 
@@ -117,7 +117,7 @@ class StopRule:
     worker_model: WorkerModelKind = "confusion"
     prior_accuracy: float = 0.7
     match_overlap: int | None = 5
-    match_margin: float = 0.03
+    match_lead: float = 0.04
     match_min_labels: int = 200
 
 
@@ -349,7 +349,7 @@ def _parse_tiers(check: _Checker, raw: Any, margin: float, has_exam: bool) -> tu
 
 def _parse_stop(check: _Checker, raw: Any) -> StopRule:
     path = "overlap.stop"
-    matching = ("match_overlap", "match_margin", "match_min_labels")
+    matching = ("match_overlap", "match_lead", "match_min_labels")
     keys = {"rule", "k", "threshold", "min_agreeing", "worker_model", "prior_accuracy", *matching}
     data = check.section(raw, path, keys)
     default = StopRule()
@@ -371,7 +371,7 @@ def _parse_stop(check: _Checker, raw: Any) -> StopRule:
             data, "prior_accuracy", path, default.prior_accuracy, 0.0, 1.0, open_low=True, open_high=True
         ),
         match_overlap=match_overlap,
-        match_margin=check.number(data, "match_margin", path, default.match_margin, 0.0, 1.0, open_high=True),
+        match_lead=check.number(data, "match_lead", path, default.match_lead, 0.0, 1.0, open_high=True),
         match_min_labels=check.integer(data, "match_min_labels", path, default.match_min_labels, 0),
     )
 

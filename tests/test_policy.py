@@ -85,8 +85,8 @@ def test_margin_and_posterior_rules() -> None:
 
 
 def test_crowd_matched_threshold_settings() -> None:
-    stop = parse_policy({"overlap": {"stop": {"match_overlap": 3, "match_margin": 0.02, "match_min_labels": 50}}})
-    assert (stop.overlap.stop.match_overlap, stop.overlap.stop.match_margin) == (3, 0.02)
+    stop = parse_policy({"overlap": {"stop": {"match_overlap": 3, "match_lead": 0.01, "match_min_labels": 50}}})
+    assert (stop.overlap.stop.match_overlap, stop.overlap.stop.match_lead) == (3, 0.01)
     assert stop.overlap.stop.match_min_labels == 50
     assert parse_policy({"overlap": {"stop": {"match_overlap": None}}}).overlap.stop.match_overlap is None
 
@@ -164,7 +164,7 @@ def test_hysteresis_margin_is_enforced() -> None:
         ({"overlap": {"min": 1, "max": 1, "stop": {"min_agreeing": 2}}}, "overlap.stop.min_agreeing: can never be met"),
         ({"overlap": {"stop": {"worker_model": "glad"}}}, "overlap.stop.worker_model: must be one of"),
         ({"overlap": {"stop": {"match_overlap": 0}}}, "overlap.stop.match_overlap: must be an integer >= 1, got 0"),
-        ({"overlap": {"stop": {"match_margin": 1}}}, "overlap.stop.match_margin: must be a number in [0.0, 1.0)"),
+        ({"overlap": {"stop": {"match_lead": 1}}}, "overlap.stop.match_lead: must be a number in [0.0, 1.0)"),
         (
             {"overlap": {"stop": {"rule": "margin", "match_overlap": 5}}},
             "overlap.stop.match_overlap: only applies to rule 'posterior'",

@@ -286,7 +286,7 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
     conn, state, ls = env
     # A threshold no two annotators reach, unless matched to a crowd whose fixed overlap of 3 is less sure.
     state.set_policy(SOURCE, POLICY.replace("threshold: 0.95,", "threshold: 0.999, match_overlap: 3, "
-                                                                "match_margin: 0.02, match_min_labels: 20,"))
+                                                                "match_lead: 0.0, match_min_labels: 20,"))
     first = ls.add_task(SOURCE, {"text": "early"})
     submit(conn, ls, first, 1, "Negative")
     submit(conn, ls, first, 2, "Negative")
@@ -307,6 +307,9 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
     assert state.route(SOURCE, task).final_label == "Negative"
     cached = json.loads(conn.get(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))))
     assert cached["threshold"] == matched and cached["labels"] >= 20
+    why = AuditLog(conn, PREFIX).query(project=SOURCE, action="stop_threshold")[-1]
+    assert why.evidence["threshold"] == matched and why.evidence["annotators"] >= 2
+    assert why.evidence["accuracy"] >= why.evidence["fixed_overlap_accuracy"]
     assert conn.ttl(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))) <= jobs.STOP_THRESHOLD_TTL_S
 
 

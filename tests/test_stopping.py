@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from routing.stopping import (
+    MATCH_GRID,
     OnlineWorkerEstimator,
     WorkerModel,
     consensus_posterior,
@@ -68,20 +69,60 @@ def test_crowd_confusion_weighs_workers_by_their_labels() -> None:
         crowd_confusion([good, bad], weights=[1])
 
 
+def _replay_stop_rule(models: list[WorkerModel], threshold: float, tasks: int, seed: int) -> tuple[float, float]:
+    """Oracle for matched_threshold's simulation: tasks one by one through consensus_posterior and decide_stop."""
+    rng = np.random.default_rng(seed)
+    classes = [str(c) for c in range(models[0].n_classes)]
+    weights = np.array([m.n_labels for m in models]) / sum(m.n_labels for m in models)
+    right = used = 0
+    for _ in range(tasks):
+        truth = int(rng.integers(len(classes)))
+        labels: list[tuple[str, str]] = []
+        for _ in range(10):
+            w = int(rng.choice(len(models), p=weights))
+            labels.append((str(w), classes[int(rng.choice(len(classes), p=models[w].confusion[truth]))]))
+            votes = {c: sum(1 for _, lab in labels if lab == c) for c in classes}
+            post = consensus_posterior(labels, {str(i): m for i, m in enumerate(models)}, classes)
+            decision = decide_stop(post, votes, threshold=threshold, max_labels=10)
+            if decision.stop:
+                break
+        right += decision.label == classes[truth]
+        used += len(labels)
+    return right / tasks, used / tasks
+
+
+def test_matched_threshold_is_the_lowest_that_matches_the_fixed_overlap() -> None:
+    crowd = [WorkerModel.one_coin(0.9, 2, 50), WorkerModel.one_coin(0.75, 2, 30), WorkerModel.one_coin(0.55, 2, 20)]
+    matched = matched_threshold(crowd, None, overlap=5, tasks=4000)
+    assert matched.fixed_overlap_accuracy == pytest.approx(majority_accuracy(crowd_confusion(crowd), None, 5))
+    assert matched.accuracy >= matched.fixed_overlap_accuracy and 2.0 <= matched.labels_per_task < 5.0
+    # The simulation agrees with replaying the rule task by task through the public functions.
+    accuracy, labels = _replay_stop_rule(crowd, matched.threshold, 1500, seed=7)
+    assert accuracy == pytest.approx(matched.accuracy, abs=0.03)
+    assert labels == pytest.approx(matched.labels_per_task, abs=0.15)
+    # One grid step lower would not have matched; a required lead asks for more.
+    lower = MATCH_GRID[MATCH_GRID.index(matched.threshold) - 1]
+    assert _replay_stop_rule(crowd, lower, 1500, seed=7)[0] <= matched.accuracy + 0.03
+    stricter = matched_threshold(crowd, None, overlap=5, lead=0.03, tasks=4000)
+    assert stricter.threshold > matched.threshold and stricter.accuracy >= stricter.fixed_overlap_accuracy + 0.03
+    assert matched_threshold(crowd, None, overlap=5, tasks=4000) == matched  # deterministic
+
+
 def test_matched_threshold_follows_the_crowd() -> None:
-    weak, strong = prior_confusion(2, 0.65), prior_confusion(2, 0.85)
-    assert matched_threshold(strong, None, overlap=5, margin=0.03) == pytest.approx(
-        majority_accuracy(strong, None, 5) - 0.03)
-    # A weak crowd's fixed overlap is less accurate, so matching it needs less certainty.
-    assert matched_threshold(weak, None, overlap=5, margin=0.0) < matched_threshold(strong, None, overlap=5, margin=0.0)
-    assert matched_threshold(prior_confusion(2, 0.55), None, overlap=3, margin=0.1) == 0.5  # floor
-    assert matched_threshold(prior_confusion(2, 0.99), None, overlap=9, margin=0.0) == 0.99  # ceiling
-    with pytest.raises(ValueError, match="margin"):
-        matched_threshold(strong, None, overlap=5, margin=1.0)
-    with pytest.raises(ValueError, match="n_labels"):
-        majority_accuracy(strong, None, 0)
+    weak = [WorkerModel.one_coin(0.6, 2, 10)] * 3
+    strong = [WorkerModel.one_coin(0.85, 2, 10)] * 3
+    # A fixed overlap of 5 is far less sure of a weak crowd's tasks, so matching it takes less certainty.
+    assert matched_threshold(weak, None, overlap=5).threshold < matched_threshold(strong, None, overlap=5).threshold
+    impossible = matched_threshold(strong, None, overlap=5, lead=0.5)
+    assert impossible.threshold == MATCH_GRID[-1] and impossible.accuracy < impossible.fixed_overlap_accuracy + 0.5
+    with pytest.raises(ValueError, match="lead"):
+        matched_threshold(strong, None, overlap=5, lead=1.0)
+    with pytest.raises(ValueError, match="no worker models"):
+        matched_threshold([], None, overlap=5)
     with pytest.raises(ValueError, match="class_prior"):
-        majority_accuracy(strong, [1.0], 3)
+        matched_threshold(strong, [1.0], overlap=5)
+    with pytest.raises(ValueError, match="n_labels"):
+        majority_accuracy(prior_confusion(2, 0.8), None, 0)
 
 
 def test_prior_confusion_spreads_errors_evenly() -> None:
