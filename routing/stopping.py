@@ -94,6 +94,14 @@ class WorkerModel:
         return float(np.mean(np.diag(self.confusion)))
 
 
+def _class_prior(class_prior: Sequence[float] | None, k: int) -> np.ndarray:
+    """``class_prior`` as a normalised array of ``k`` positive numbers (uniform when None)."""
+    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
+    if prior.shape != (k,) or np.any(prior <= 0):
+        raise ValueError(f"class_prior must be {k} positive numbers")
+    return prior / prior.sum()
+
+
 def _class_index(classes: Sequence[str]) -> dict[str, int]:
     index = {str(c): i for i, c in enumerate(classes)}
     if len(index) != len(classes) or len(index) < 2:
@@ -117,10 +125,7 @@ def consensus_posterior(
     index = _class_index(classes)
     k = len(index)
     fallback = default if default is not None else WorkerModel.one_coin(0.7, k)
-    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
-    if prior.shape != (k,) or np.any(prior <= 0):
-        raise ValueError(f"class_prior must be {k} positive numbers")
-    log_post = np.log(prior / prior.sum())
+    log_post = np.log(_class_prior(class_prior, k))
     for worker, label in labels:
         if str(label) not in index:
             raise ValueError(f"label {label!r} is not one of the classes {list(index)}")
@@ -176,10 +181,7 @@ def majority_accuracy(confusion: np.ndarray, class_prior: Sequence[float] | None
         raise ValueError(f"confusion must be a square K×K matrix with K >= 2, got shape {matrix.shape}")
     if n_labels < 1:
         raise ValueError(f"n_labels must be >= 1, got {n_labels}")
-    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
-    if prior.shape != (k,) or np.any(prior < 0) or prior.sum() <= 0:
-        raise ValueError(f"class_prior must be {k} non-negative numbers, not all 0")
-    prior = prior / prior.sum()
+    prior = _class_prior(class_prior, k)
     log_fact = np.array([math.lgamma(i + 1) for i in range(n_labels + 1)])
     log_conf = np.log(matrix)
     accuracy = 0.0
@@ -242,10 +244,7 @@ def matched_threshold(
         raise ValueError(f"lead must be in [0, 1) and tasks >= 1, got {lead}, {tasks}")
     conf = np.stack([m.confusion for m in models])
     k = conf.shape[1]
-    prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior, dtype=float)
-    if prior.shape != (k,) or np.any(prior < 0) or prior.sum() <= 0:
-        raise ValueError(f"class_prior must be {k} non-negative numbers, not all 0")
-    prior = prior / prior.sum()
+    prior = _class_prior(class_prior, k)
     activity = np.array([m.n_labels for m in models], dtype=float)
     activity = activity / activity.sum() if activity.sum() > 0 else np.full(len(models), 1.0 / len(models))
     target = majority_accuracy(crowd_confusion(models, activity), prior, overlap) + lead
