@@ -324,8 +324,7 @@ def crowd_stop_threshold(ctx: _Ctx, policy: Policy, project: int, classes: tuple
         # Uniform class prior, as in the task posteriors this threshold is compared with; past overlap.max a
         # task leaves this tier, so the simulated rule stops there with its best answer.
         matched = matched_threshold(models, None, overlap=stop.match_overlap, lead=stop.match_lead,
-                                    min_labels=overlap.min, min_agreeing=stop.min_agreeing,
-                                    max_labels=max(overlap.max, overlap.min))
+                                    min_labels=overlap.min, min_agreeing=stop.min_agreeing, max_labels=overlap.max)
         threshold = matched.threshold
         ctx.audit.record("decision", "stop_threshold", project, reason=(
             f"threshold {threshold}: simulated accuracy {matched.accuracy:.3f} with {matched.labels_per_task:.2f} "

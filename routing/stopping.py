@@ -138,12 +138,9 @@ def consensus_posterior(
     return {c: float(p) for c, p in zip(index, post, strict=True)}
 
 
-def crowd_confusion(models: Sequence[WorkerModel], weights: Sequence[float] | None = None) -> np.ndarray:
-    """The crowd's confusion matrix: worker confusions averaged with ``weights`` (default: each model's
-    ``n_labels``, i.e. by activity — the worker who gives most labels is most likely to give the next one).
-
-    Equal weights when every weight is 0 (no labels yet).
-    """
+def _crowd(models: Sequence[WorkerModel], weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The workers' confusions stacked (workers × K × K) and their weights normalised to sum to 1 (default:
+    each model's ``n_labels``; equal weights when every weight is 0)."""
     if not models:
         raise ValueError("no worker models")
     shapes = {m.confusion.shape for m in models}
@@ -154,7 +151,17 @@ def crowd_confusion(models: Sequence[WorkerModel], weights: Sequence[float] | No
         raise ValueError("weights must be one non-negative number per model")
     if w.sum() <= 0:
         w = np.ones(len(models))
-    return np.tensordot(w / w.sum(), np.stack([m.confusion for m in models]), axes=1)
+    return np.stack([m.confusion for m in models]), w / w.sum()
+
+
+def crowd_confusion(models: Sequence[WorkerModel], weights: Sequence[float] | None = None) -> np.ndarray:
+    """The crowd's confusion matrix: worker confusions averaged with ``weights`` (default: each model's
+    ``n_labels``, i.e. by activity — the worker who gives most labels is most likely to give the next one).
+
+    Equal weights when every weight is 0 (no labels yet).
+    """
+    conf, w = _crowd(models, weights)
+    return np.tensordot(w, conf, axes=1)
 
 
 def _compositions(total: int, parts: int) -> Iterable[tuple[int, ...]]:
@@ -236,18 +243,14 @@ def matched_threshold(
     is over-confident where errors are correlated (it assumes independence), but it is so on both sides of
     the comparison; ``lead`` covers what remains (bench/overlap.py). Deterministic for a given ``seed``.
     """
-    if not models:
-        raise ValueError("no worker models")
     if not 1 <= overlap <= 50 or not 1 <= min_labels <= max_labels or min_agreeing < 1:
         raise ValueError("need 1 <= overlap <= 50, 1 <= min_labels <= max_labels and min_agreeing >= 1")
     if not 0.0 <= lead < 1.0 or tasks < 1:
         raise ValueError(f"lead must be in [0, 1) and tasks >= 1, got {lead}, {tasks}")
-    conf = np.stack([m.confusion for m in models])
+    conf, activity = _crowd(models)
     k = conf.shape[1]
     prior = _class_prior(class_prior, k)
-    activity = np.array([m.n_labels for m in models], dtype=float)
-    activity = activity / activity.sum() if activity.sum() > 0 else np.full(len(models), 1.0 / len(models))
-    target = majority_accuracy(crowd_confusion(models, activity), prior, overlap) + lead
+    target = majority_accuracy(np.tensordot(activity, conf, axes=1), prior, overlap) + lead
 
     rng = np.random.default_rng(seed)
     truth = rng.choice(k, size=tasks, p=prior)

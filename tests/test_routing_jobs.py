@@ -297,7 +297,8 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
         for user in (1, 2):
             submit(conn, ls, g, user, "Positive", run=False)
     run_jobs(conn)
-    conn.delete(*conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*"))  # the cached "not yet" expires
+    cache_keys = f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*"
+    conn.delete(*conn.keys(cache_keys))  # the cached "not yet" expires
     task = ls.add_task(SOURCE, {"text": "clear"})
     submit(conn, ls, task, 1, "Negative")
     submit(conn, ls, task, 2, "Negative")
@@ -305,12 +306,13 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
     matched = decision.evidence["stop_threshold"]
     assert 0.5 <= matched < 0.99 and f">= {matched}" in decision.reason
     assert state.route(SOURCE, task).final_label == "Negative"
-    cached = json.loads(conn.get(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))))
+    [cache_key] = conn.keys(cache_keys)
+    cached = json.loads(conn.get(cache_key))
     assert cached["threshold"] == matched and cached["labels"] >= 20
     why = AuditLog(conn, PREFIX).query(project=SOURCE, action="stop_threshold")[-1]
     assert why.evidence["threshold"] == matched and why.evidence["annotators"] >= 2
     assert why.evidence["accuracy"] >= why.evidence["fixed_overlap_accuracy"]
-    assert conn.ttl(next(iter(conn.keys(f"{PREFIX}:p:{SOURCE}:r:stop_threshold:*")))) <= jobs.STOP_THRESHOLD_TTL_S
+    assert conn.ttl(cache_key) <= jobs.STOP_THRESHOLD_TTL_S
 
 
 def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
