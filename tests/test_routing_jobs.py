@@ -240,6 +240,14 @@ def audit_actions(conn, **query: Any) -> list[str]:
     return [e.action for e in AuditLog(conn, PREFIX).query(**query)]
 
 
+def expert_answers(conn, ls, route, label: str) -> dict:
+    """The assigned expert answers the escalation copy of a task; its webhook and the jobs it enqueues run."""
+    reply = ls.add_annotation(route.tier_task, route.assigned, answer(label))
+    handle_event(event_for(ls, reply), PREFIX, conn)
+    run_jobs(conn)
+    return reply
+
+
 def escalated_task(conn, ls, labels=("Positive", "Negative")) -> int:
     task = ls.add_task(SOURCE, {"text": "hmm"})
     for user, label in zip((1, 2), labels, strict=True):
@@ -337,9 +345,7 @@ def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
 
     # The expert answers in the escalation project: written back on their behalf, then final.
     expert = route.assigned
-    reply = ls.add_annotation(route.tier_task, expert, answer("Neutral"))
-    handle_event(event_for(ls, reply), PREFIX, conn)
-    run_jobs(conn)
+    expert_answers(conn, ls, route, "Neutral")
     written = ls.tasks[task]["annotations"][-1]
     assert (written["completed_by"], written["result"]) == (expert, answer("Neutral"))
     assert state.route(SOURCE, task).assigned is None and state.loads([expert]) == {expert: 0}
@@ -361,9 +367,7 @@ def test_the_expert_updating_the_answer_updates_the_written_one(env) -> None:
     conn, state, ls = env
     task = escalated_task(conn, ls)
     route = state.route(SOURCE, task)
-    reply = ls.add_annotation(route.tier_task, route.assigned, answer("Neutral"))
-    handle_event(event_for(ls, reply), PREFIX, conn)
-    run_jobs(conn)
+    reply = expert_answers(conn, ls, route, "Neutral")
     reply["result"], reply["updated_at"] = answer("Positive"), datetime.now(UTC).isoformat()
     handle_event(event_for(ls, reply, "ANNOTATION_UPDATED"), PREFIX, conn)
     run_jobs(conn)
@@ -455,9 +459,7 @@ def test_a_lost_write_back_is_not_written_twice(env) -> None:
     conn, state, ls = env
     task = escalated_task(conn, ls)
     route = state.route(SOURCE, task)
-    reply = ls.add_annotation(route.tier_task, route.assigned, answer("Neutral"))
-    handle_event(event_for(ls, reply), PREFIX, conn)
-    run_jobs(conn)
+    reply = expert_answers(conn, ls, route, "Neutral")
     state.redis.delete(f"{PREFIX}:p:{route.tier_project}:r:writeback")  # as if it died before remembering
     jobs.write_back(route.tier_project, route.tier_task, reply["unique_id"], prefix=PREFIX, connection=conn)
     assert len(ls.written("create_annotation")) == 1
