@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 import openai  # noqa: E402
 
 from ml_backend.cache import MemoryCache  # noqa: E402
-from ml_backend.llm import LLMPredictor, LLMSettings, endpoint_state, expected_calibration_error  # noqa: E402
+from ml_backend.confidence import expected_calibration_error  # noqa: E402
+from ml_backend.llm import LLMPredictor, LLMSettings, endpoint_state  # noqa: E402
 from ml_backend.prompt import build_messages  # noqa: E402
 from ml_backend.structured import build_plan  # noqa: E402
 from tests.openai_stub import OpenAIStub, last_user_text  # noqa: E402

@@ -16,10 +16,6 @@ _lock = threading.Lock()
 _model = None
 
 
-def model_name() -> str:
-    return "all-MiniLM-L6-v2"
-
-
 def _load():
     global _model
     with _lock:

@@ -8,8 +8,8 @@
   plain prompting with JSON extraction when the server refuses both;
 * every answer validated against the config (see :mod:`ml_backend.structured`), invalid parts dropped and
   counted;
-* ``score`` from token log-probabilities when the server returns them, else agreement of extra samples at
-  temperature > 0;
+* ``score`` from token log-probabilities when the server returns them (:mod:`ml_backend.confidence`), else
+  agreement of extra samples at temperature > 0;
 * a bounded thread pool, requests/tokens-per-minute buckets, our own retry policy (the client's is off), an
   overall deadline after which unfinished tasks keep running in the background and land in the cache;
 * a cache keyed by model, prompt version, config, task data, instructions and examples;
@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 import openai
 
 from ml_backend.cache import PredictionCache, cache_from_env, cache_key
+from ml_backend.confidence import TOP_LOGPROBS, logprob_confidence
 from ml_backend.prompt import PROMPT_VERSION, build_messages
 from ml_backend.ratelimit import RateLimiter
 from ml_backend.redaction import ALL_KINDS, Redaction, parse_kinds
@@ -50,9 +51,6 @@ MODES = ("json_schema", "json_object", "prompt")
 # A mode refused by an endpoint is retried after this long (a refusal could have been an outage).
 REFUSAL_TTL_S = 600.0
 PROBE_WAIT_S = 5.0
-TOP_LOGPROBS = 5
-# Tags whose confidence is the joint probability of the value's tokens; free-form ones use the per-token mean.
-_DISCRETE = {"choices", "pairwise", "rating", "taxonomy", "number"}
 
 
 def _env_bool(value: str | None, default: bool) -> bool:
@@ -185,25 +183,6 @@ class BudgetExceeded(Exception):
     pass
 
 
-def expected_calibration_error(
-    confidences: Sequence[float], correct: Sequence[bool | int], bins: int = 10
-) -> float:
-    """ECE with equal-width bins on [0, 1]: the count-weighted mean |accuracy − mean confidence| per bin."""
-    if len(confidences) != len(correct):
-        raise ValueError("confidences and correct differ in length")
-    n = len(confidences)
-    if n == 0:
-        return 0.0
-    totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum confidence, sum correct
-    for conf, ok in zip(confidences, correct, strict=True):
-        c = min(max(float(conf), 0.0), 1.0)
-        b = min(int(c * bins), bins - 1)
-        totals[b][0] += 1
-        totals[b][1] += c
-        totals[b][2] += 1.0 if ok else 0.0
-    return sum(abs(s_ok / cnt - s_conf / cnt) * cnt / n for cnt, s_conf, s_ok in totals if cnt)
-
-
 def extract_json(text: str) -> Any:
     """The first JSON object in a model's free-text reply (code fences and chatter around it ignored)."""
     text = text.strip()
@@ -221,124 +200,6 @@ def extract_json(text: str) -> Any:
         if isinstance(value, dict):
             return value
     raise ValueError("no JSON object in the answer")
-
-
-def _single_options(c: Any) -> list[str] | None:
-    """The strings a single-valued discrete control can take in the answer JSON, else None."""
-    if c.tag == "choices" and not c.multiple:
-        return list(c.options)
-    if c.tag == "pairwise":
-        return ["left", "right"]
-    if c.tag == "rating":
-        return [str(i) for i in range(1, c.max_rating + 1)]
-    return None
-
-
-def _option_probability(
-    content: str, tokens: Sequence[Any], spans: list[tuple[int, int]], at: int, value: str, options: list[str]
-) -> float:
-    """Probability of ``value`` among ``options``, token by token where the server listed alternatives.
-
-    At each token of the value, the listed alternatives that spell the chosen option are weighed against all
-    that still spell an allowed option — what grammar-constrained decoding does when it masks the other
-    tokens; once only the chosen option is left, a step costs nothing. Servers such as llama.cpp report
-    logprobs from before the grammar, so the raw product would count every forbidden token against the
-    answer. Without alternatives the raw probability is used.
-    """
-    end = at + len(value)
-    total = 0.0
-    for i, (ts, te) in enumerate(spans):
-        if not (ts < end and at < te):
-            continue
-        token = tokens[i]
-        lp = float(token.logprob)
-        alternatives = getattr(token, "top_logprobs", None) or []
-        if not alternatives:
-            total += lp
-            continue
-        done = value[: max(0, ts - at)]  # the value's characters before this token
-        lead = content[ts:at] if ts < at else ""  # e.g. an opening quote inside the same token
-        renderings = [lead + o[len(done):] for o in options if o.startswith(done)]
-
-        def spells(text: str, rendering: str) -> bool:
-            return bool(text) and (rendering.startswith(text) or text.startswith(rendering))
-
-        seen: dict[str, float] = {}
-        for alt in alternatives:
-            text = alt.token if isinstance(alt.token, str) else ""
-            if any(spells(text, r) for r in renderings):
-                seen.setdefault(text, float(alt.logprob))
-        seen.setdefault(str(token.token), lp)
-        mass = sum(math.exp(v) for v in seen.values())
-        # Other tokenisations of the chosen option (" ent" beside " entail") count for it, not against it.
-        mine = lead + value[len(done):]
-        chosen_mass = sum(math.exp(v) for t, v in seen.items() if spells(t, mine))
-        if len(alternatives) >= TOP_LOGPROBS:
-            # The list was cut off: an option it does not show may still hold up to the smallest listed
-            # probability. Counting that keeps the score from claiming certainty it cannot see.
-            floor = min(math.exp(float(a.logprob)) for a in alternatives)
-            mass += floor * sum(1 for r in renderings if not any(spells(t, r) for t in seen))
-        total += math.log(chosen_mass / mass) if mass > 0 and chosen_mass > 0 else lp
-    return math.exp(total)
-
-
-def logprob_confidence(content: str, tokens: Sequence[Any], plan: ConfigPlan, parsed: ParsedAnswer) -> float:
-    """Confidence of an answer from its tokens' log-probabilities.
-
-    Per control, the tokens that spell its value in the answer JSON are found by character position. A
-    single choice, pairwise pick or rating scores the probability of the chosen option among the allowed
-    ones (see :func:`_option_probability`); other discrete answers (multi-label, taxonomy) the joint
-    probability of their tokens; spans and free text, whose length varies, the per-token geometric mean.
-    The answer's score is its weakest control's.
-    """
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for t in tokens:
-        piece = t.token if isinstance(t.token, str) else ""
-        spans.append((pos, pos + len(piece)))
-        pos += len(piece)
-    if not spans:
-        return 0.0
-    logprobs = [float(t.logprob) for t in tokens]
-
-    def overlapping(start: int, end: int) -> list[float]:
-        return [logprobs[i] for i, (s, e) in enumerate(spans) if s < end and start < e]
-
-    key_positions = sorted(
-        (p, c) for c in plan.controls if (p := content.find(json.dumps(c.name, ensure_ascii=False))) >= 0
-    )
-    per_control: list[float] = []
-    for i, (kpos, c) in enumerate(key_positions):
-        region_end = key_positions[i + 1][0] if i + 1 < len(key_positions) else len(content)
-        value_start = kpos + len(json.dumps(c.name, ensure_ascii=False))
-        shown_values = parsed.value_texts.get(c.name, [])
-        options = _single_options(c)
-        if options is not None and len(shown_values) == 1:
-            needle = str(shown_values[0])
-            at = content.find(json.dumps(needle, ensure_ascii=False)[1:-1], value_start, region_end)
-            if at >= 0:
-                per_control.append(_option_probability(content, tokens, spans, at, needle, options))
-                continue
-        chosen: list[float] = []
-        cursor = value_start
-        for shown in shown_values:
-            needle = json.dumps(shown, ensure_ascii=False)[1:-1] if isinstance(shown, str) else str(shown)
-            at = content.find(needle, cursor, region_end)
-            if at < 0:
-                continue
-            chosen.extend(overlapping(at, at + len(needle)))
-            cursor = at + len(needle)
-        if not chosen:  # e.g. an empty span list: score the tokens of the whole value
-            chosen = overlapping(value_start, region_end)
-        if not chosen:
-            continue
-        if c.tag in _DISCRETE:
-            per_control.append(math.exp(sum(chosen)))
-        else:
-            per_control.append(math.exp(sum(chosen) / len(chosen)))
-    if not per_control:
-        return math.exp(sum(logprobs) / len(logprobs))
-    return min(per_control)
 
 
 @dataclass
@@ -856,102 +717,3 @@ class LLMPredictor:
         base = 0.1 if short else s.backoff_base_s
         # Full jitter keeps concurrent workers from retrying in lockstep.
         return min(s.backoff_max_s, base * 2**attempt) * (0.5 + random.random() / 2)
-
-
-_DEFAULT: LLMPredictor | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_predictor() -> LLMPredictor:
-    """The process-wide predictor from the environment, made on first use (after a pre-fork server forks)."""
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = LLMPredictor(LLMSettings.from_env())
-        return _DEFAULT
-
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """SDK objects (pydantic) and plain dicts alike as dicts."""
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    if hasattr(obj, "dict"):
-        return obj.dict()
-    return dict(vars(obj))
-
-
-def prelabel_project(
-    client: Any,
-    project_id: int,
-    predictor: LLMPredictor,
-    *,
-    label_config: str | None = None,
-    instructions: str | None = None,
-    examples: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]] = (),
-    task_ids: Sequence[int] | None = None,
-    batch_size: int = 50,
-    skip_existing: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, int]:
-    """Pre-label a whole project through ``label_studio_sdk`` (meant to run as an RQ job).
-
-    ``client`` is a ``label_studio_sdk.LabelStudio``. Tasks are read with ``client.tasks.list`` (all of them, or
-    those in ``task_ids``), predicted in batches without a deadline, and written with
-    ``client.predictions.create``. Tasks that already hold a prediction of this model version are skipped,
-    so a re-run after a crash resumes. ``progress(done, total)`` is called after every batch.
-    Returns counts: tasks, predicted, written, skipped, failed.
-    """
-    if label_config is None or instructions is None:
-        project = _as_dict(client.projects.get(id=project_id))
-        label_config = label_config if label_config is not None else project.get("label_config", "")
-        instructions = instructions if instructions is not None else (project.get("expert_instruction") or "")
-    # Read through the list API: fetching one task (GET /api/tasks/ID) makes Label Studio call the backend's
-    # /predict for it, one task at a time, whenever the project shows collaborators' predictions.
-    tasks = [_as_dict(t) for t in client.tasks.list(project=project_id, fields="all", page_size=100)]
-    if task_ids is not None:
-        wanted = set(task_ids)
-        tasks = [t for t in tasks if t.get("id") in wanted]
-    version = predictor.model_version
-
-    def has_current(task: dict[str, Any]) -> bool:
-        return any(isinstance(p, dict) and p.get("model_version") == version for p in task.get("predictions") or [])
-
-    todo = [t for t in tasks if not (skip_existing and has_current(t))]
-    counts = {"tasks": len(tasks), "predicted": 0, "written": 0, "skipped": len(tasks) - len(todo), "failed": 0}
-    done = 0
-    if progress:
-        progress(0, len(todo))
-    for batch in iter_batches(todo, batch_size):
-        predictions = predictor.predict(
-            batch, label_config, project=str(project_id), instructions=instructions, examples=examples, deadline_s=0
-        )
-        for task, pred in zip(batch, predictions, strict=True):
-            if pred is None:
-                counts["failed"] += 1
-                continue
-            counts["predicted"] += 1
-            try:
-                client.predictions.create(
-                    task=task["id"], result=pred["result"], score=pred["score"], model_version=pred["model_version"]
-                )
-                counts["written"] += 1
-            except Exception as exc:  # keep going: the next run picks the task up again
-                counts["failed"] += 1
-                log.warning("writing the prediction for task %s failed: %s", task.get("id"), exc)
-        done += len(batch)
-        if progress:
-            progress(done, len(todo))
-    return counts

@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 
+from ml_backend.bulk import prelabel_project
 from ml_backend.cache import MemoryCache, RedisCache, cache_key
-from ml_backend.llm import (
-    LLMPredictor,
-    LLMSettings,
-    expected_calibration_error,
-    extract_json,
-    logprob_confidence,
-    prelabel_project,
-)
+from ml_backend.confidence import expected_calibration_error, logprob_confidence
+from ml_backend.llm import LLMPredictor, LLMSettings, extract_json
 from ml_backend.ratelimit import RateLimiter, TokenBucket
 from ml_backend.structured import build_plan, locate_spans
 from tests.openai_stub import OpenAIStub
