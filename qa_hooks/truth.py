@@ -355,8 +355,13 @@ class DawidSkene(_Aggregator):
         flat = np.bincount(m_index, weights=post[:, enc.task].ravel(), minlength=k * enc.n_workers * k)
         counts = flat.reshape(k, enc.n_workers, k) + pseudo[:, None, :]
         row_mass = counts.sum(axis=2, keepdims=True)
-        # A row with no mass at all (possible only without pseudo-counts) is taken as uniform.
-        pi = np.where(row_mass > 0, counts / np.maximum(row_mass, np.finfo(float).tiny), 1.0 / k)
+        # A row whose mass is zero or subnormal (possible only without pseudo-counts) holds no usable evidence:
+        # below the float's ``tiny`` gradual underflow has already dropped significant bits, so ratios within
+        # the row are noise, and dividing by a floored mass would leave the row summing to less than 1. Such a
+        # row is taken as uniform, the limit of the MAP row under a symmetric Dirichlet prior as its
+        # concentration goes to 0: it says nothing about the worker, so it cannot move any posterior.
+        usable = row_mass >= np.finfo(float).tiny
+        pi = np.where(usable, counts / np.where(usable, row_mass, 1.0), 1.0 / k)
         mass = post.sum(axis=1) + self.class_prior
         rho = mass / mass.sum()
         return pi, rho

@@ -231,6 +231,16 @@ def test_dawid_skene_without_smoothing_still_works() -> None:
     assert accuracy(result, gold) > 0.9
 
 
+def test_dawid_skene_without_smoothing_keeps_every_confusion_row_normalised() -> None:
+    # With no pseudo-counts the lonely worker's "true b" row gets a subnormal posterior mass (about 3e-309);
+    # flooring that mass at the float's tiny left the row summing to 0.25.
+    rows = [(0, "w0", "a"), (0, "lonely", "a"), (1, "w0", "b"), (1, "other", "a")]
+    model = DawidSkene(diag_prior=0.0, off_diag_prior=0.0, class_prior=0.0).fit(table(rows))
+    for worker, confusion in model.confusions_.items():
+        assert np.allclose(confusion.to_numpy().sum(axis=1), 1.0), worker
+    assert np.isfinite(model.posteriors_.to_numpy()).all()
+
+
 def test_dawid_skene_single_worker_returns_their_labels() -> None:
     rows = [("a", "solo", "x"), ("b", "solo", "y"), ("c", "solo", "x"), ("d", "solo", "z")]
     result = dawid_skene(table(rows))
