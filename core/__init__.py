@@ -1,0 +1,1 @@
+"""crowdgate's foundation: the Label Studio adapter and the other shared pieces; imports nothing else of crowdgate."""
