@@ -17,6 +17,7 @@ import redis
 
 from scripts.labelstudio import LabelStudioServer
 from scripts.services import start_redis, start_web, start_worker
+from tests.state_isolation import pytest_configure, pytest_sessionfinish  # noqa: F401 - keeps .crowdgate/ untouched
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelstudio-1.23.2"
 
