@@ -17,7 +17,8 @@ from rq.cron import CronScheduler
 from crowdgate.pipeline import reconcile_and_route
 from qa_hooks.config import EVENTS_QUEUE
 from qa_hooks.jobs import refresh_flags
-from routing.jobs import ROUTING_QUEUE, sweep_deadlines
+from routing.actions import sweep_deadlines
+from routing.runtime import ROUTING_QUEUE
 
 
 def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:

@@ -2,7 +2,7 @@
 
     handle_event(event_dict, prefix)   # what crowdgate.web's receiver enqueues per event
 
-Scoring (:func:`qa_hooks.jobs.process_event`) and routing (:func:`routing.jobs.after_scoring`) run in one job
+Scoring (:func:`qa_hooks.jobs.process_event`) and routing (:func:`routing.router.after_scoring`) run in one job
 so a decision always sees the submission that triggered it. Both are idempotent, so a retried event (RQ
 ``Retry``) records nothing twice and acts once.
 """
@@ -15,7 +15,8 @@ import redis
 
 from qa_hooks.jobs import current_connection, process_event
 from qa_hooks.reconcile import reconcile_all
-from routing.jobs import after_scoring, predicted_difficulty
+from routing.inputs import predicted_difficulty
+from routing.router import after_scoring
 
 
 def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict[str, Any]:

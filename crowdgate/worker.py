@@ -14,7 +14,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from ml_backend.training import ML_QUEUE
 from qa_hooks.config import EVENTS_QUEUE
-from routing.jobs import ROUTING_QUEUE
+from routing.runtime import ROUTING_QUEUE
 
 # Events first: a decision needs the scored submission; routing actions follow on their own queue, and model
 # training (slow, rare) comes last. Run more workers, or one per queue (`crowdgate-worker QUEUE`), to scale.

@@ -20,36 +20,89 @@ annotations than their overlap) are offered: reopening a closed one would put it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 import redis
 
-from routing.jobs import _Ctx, _ctx, _emails, _exam_counts, _job_id, _unless_gone, enqueue_action, labelstudio
 from routing.labelstudio import LabelStudioAPI, offer_token
 from routing.policy import Policy
+from routing.runtime import Context, enqueue_action, job_id, labelstudio, unless_gone
 from routing.state import AnnotatorRecord
 
+__all__ = [
+    "EXAM_CORRECT_AT",
+    "EXAM_FIELD",
+    "answers_count",
+    "exam_counts",
+    "offer_gold",
+    "request_sync",
+    "set_offer",
+    "sync_gold_offer",
+    "sync_job_id",
+    "wanted_gold",
+]
+
 EXAM_FIELD = "crowdgate_exam"
+# A gold answer counts as correct in the exam when its similarity to the gold result reaches this.
+EXAM_CORRECT_AT = 0.5
 
 
 def sync_job_id(prefix: str, project: int, annotator: int, version: int, answers: int) -> str:
     """Same annotator version and number of answers, same job: a redelivered event syncs once."""
-    return _job_id(prefix, "gold", project, annotator, f"v{version}", f"n{answers}")
+    return job_id(prefix, "gold", project, annotator, f"v{version}", f"n{answers}")
 
 
-def answers_count(ctx: _Ctx, project: int, annotator: int) -> int:
+def answers_count(ctx: Context, project: int, annotator: int) -> int:
+    """How many submissions of ``annotator`` the store holds (part of the sync job's id)."""
     return int(ctx.connection.zcard(f"{ctx.store.prefix}:p:{project}:annotator:{annotator}:subs"))
+
+
+def exam_counts(ctx: Context, project: int, annotator: int, exam_tasks: int) -> tuple[int, int, list[int]]:
+    """(answered, correct, gold tasks) of the current exam attempt: the first ``exam_tasks`` gold answers that
+    no failed attempt has spent."""
+    used = ctx.state.exam_used(project, annotator)
+    tasks = [s.task for s in ctx.store.annotator_log(project, annotator)
+             if not s.was_cancelled and s.task not in used]
+    tasks = list(dict.fromkeys(tasks))
+    pipe = ctx.connection.pipeline(transaction=False)
+    for t in tasks:
+        pipe.hget(f"{ctx.prefix}:p:{project}:task:{t}:contrib", annotator)
+    answered, correct, spent = 0, 0, []
+    for t, raw in zip(tasks, pipe.execute(), strict=True):
+        gold = json.loads(raw).get("gold") if raw else None
+        if gold is None:
+            continue
+        answered += 1
+        correct += int(gold >= EXAM_CORRECT_AT)
+        spent.append(t)
+        if answered == exam_tasks:
+            break
+    return answered, correct, spent
 
 
 def offer_gold(project: int, annotator: int, prefix: str = "cg", connection: redis.Redis | None = None,
                reason: str = "requested") -> str | None:
     """Enqueue the sync of one annotator's gold offers (a newcomer set by hand, before their first event)."""
-    ctx = _ctx(prefix, connection)
+    ctx = Context.of(prefix, connection)
     record = ctx.state.annotator(project, annotator, ctx.state.policy(project))
-    job_id = sync_job_id(prefix, project, annotator, record.version, answers_count(ctx, project, annotator))
-    return enqueue_action(ctx.connection, sync_gold_offer, job_id,
+    job = sync_job_id(prefix, project, annotator, record.version, answers_count(ctx, project, annotator))
+    return enqueue_action(ctx.connection, sync_gold_offer, job,
                           project=project, annotator=annotator, reason=reason, prefix=prefix)
+
+
+def request_sync(ctx: Context, project: int, annotator: int, version: int, summary: dict | None = None) -> None:
+    """Enqueue the reconciliation of the gold tasks offered to ``annotator`` after one of their events or tier
+    changes: their exam while in the exam tier, the gold share once qualified. Nothing when the project has
+    no gold."""
+    if not ctx.ledger.gold_tasks(project) and not ctx.state.offered(project, annotator):
+        return
+    job = ctx.enqueue(sync_gold_offer,
+                      sync_job_id(ctx.prefix, project, annotator, version, answers_count(ctx, project, annotator)),
+                      project=project, annotator=annotator, prefix=ctx.prefix)
+    if job and summary is not None:
+        summary["enqueued"].append(job)
 
 
 def wanted_gold(policy: Policy, record: AnnotatorRecord, answered: list[int], gold: set[int], candidates: list[int],
@@ -73,7 +126,7 @@ def wanted_gold(policy: Policy, record: AnnotatorRecord, answered: list[int], go
     return [], f"gold share {answered_gold}/{len(answered)} at or above {policy.gold_share}"
 
 
-def _still_served(ctx: _Ctx, project: int, tasks: Iterable[int]) -> list[int]:
+def _still_served(ctx: Context, project: int, tasks: Iterable[int]) -> list[int]:
     """Gold tasks with fewer annotations (skips included) than their overlap, as far as crowdgate saw."""
     try:
         slots = int(ctx.store.project_info(project).get("maximum_annotations") or 0)
@@ -94,7 +147,7 @@ def set_offer(api: LabelStudioAPI, task: int, email: str, on: bool) -> bool:
 
     PATCH replaces the whole ``data``, so the caller holds the task's lock across the read and the write.
     """
-    current = _unless_gone(api.task, task)
+    current = unless_gone(api.task, task)
     if current is None:
         return False
     data = dict(current.get("data") or {})
@@ -111,7 +164,7 @@ def set_offer(api: LabelStudioAPI, task: int, email: str, on: bool) -> bool:
 def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str = "cg",
                     connection: redis.Redis | None = None) -> dict[str, Any]:
     """Make Label Studio offer ``annotator`` exactly the gold tasks :func:`wanted_gold` says (module doc)."""
-    ctx = _ctx(prefix, connection)
+    ctx = Context.of(prefix, connection)
     policy = ctx.state.policy(project)
     # One sync per annotator at a time: two workers must not compute offers from the same stale set.
     with ctx.connection.lock(f"{prefix}:r:lock:gold:{project}:{annotator}", timeout=120, blocking_timeout=60):
@@ -123,7 +176,7 @@ def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str 
         used = ctx.state.exam_used(project, annotator)
         exam_answered = 0
         if policy.qualification is not None:
-            exam_answered = _exam_counts(ctx, project, annotator, policy.qualification.exam_tasks)[0]
+            exam_answered = exam_counts(ctx, project, annotator, policy.qualification.exam_tasks)[0]
         seen = {s.task for s in ctx.store.annotator_log(project, annotator)}  # a skipped gold is not offered again
         candidates = _still_served(ctx, project, [t for t in gold if t not in seen and t not in used])
         want, why = wanted_gold(policy, record, answered, set(gold), candidates, offered, exam_answered)
@@ -136,7 +189,7 @@ def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str 
         if not added and not removed:
             return {"offered": want, "changed": False, "why": why}
         api = labelstudio()
-        email = _emails(ctx, api, [annotator]).get(annotator)
+        email = ctx.emails(api, [annotator]).get(annotator)
         if not email:
             ctx.audit.record("alert", "no_email", project, None, [annotator],
                              "no e-mail known: a Community queue is a view on the e-mail", {"why": why})

@@ -9,6 +9,7 @@ Keys (``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator, ``
 - ``{p}:p:{pid}:r:flagged`` (hash): annotator -> why (their labels never count).
 - ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see :class:`TaskRoute`.
 - ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
+- ``{p}:p:{pid}:r:subtiers`` (hash): unique_id of a submission -> its author's tier when routing first saw it.
 - ``{p}:p:{pid}:r:tierprojects`` (hash): tier -> escalation project id.
 - ``{p}:r:tierproject`` (hash): escalation project id -> ``{"source": pid, "tier": name}``.
 - ``{p}:p:{tp}:r:sources`` (hash): escalation task id -> source task id.
@@ -39,7 +40,7 @@ from typing import Any
 import redis
 from redis.exceptions import WatchError
 
-from routing.policy import Policy, load_policy, parse_policy
+from routing.policy import Policy, parse_policy
 
 __all__ = [
     "DEFAULT_POLICY_FILE",
@@ -166,11 +167,6 @@ class RoutingState:
         if cached is None:
             cached = _POLICY_CACHE[digest] = parse_policy(text, origin=origin)
         return cached
-
-    @staticmethod
-    def load_file(path: str | Path) -> tuple[Policy, str]:
-        path = Path(path)
-        return load_policy(path), path.read_text(encoding="utf-8")
 
     # -- annotators -------------------------------------------------------------------------------------
 
@@ -366,6 +362,24 @@ class RoutingState:
     def flag_submission(self, project: int, unique_id: str, record: dict[str, Any]) -> bool:
         """Remember a submission left out of counting; False if it was already flagged."""
         return bool(self.redis.hsetnx(f"{self._p(project)}:offtier", unique_id, json.dumps(record)))
+
+    def tiers_at_submission(self, project: int, submissions: Iterable[tuple[str, int]], current: Mapping[int, str],
+                            default: str) -> dict[str, str]:
+        """unique_id -> the tier its author had when routing first saw the submission.
+
+        ``submissions`` are ``(unique_id, annotator)``; one seen for the first time is recorded with its
+        author's ``current`` tier (``default`` when they have none), so a later tier change never moves it.
+        """
+        subs = [(str(uid), int(a)) for uid, a in submissions]
+        if not subs:
+            return {}
+        key = f"{self._p(project)}:subtiers"
+        pipe = self.redis.pipeline(transaction=False)
+        for uid, a in subs:
+            pipe.hsetnx(key, uid, current.get(a, default))
+        pipe.hmget(key, [uid for uid, _ in subs])
+        recorded = pipe.execute()[-1]
+        return {uid: _s(tier) or current.get(a, default) for (uid, a), tier in zip(subs, recorded, strict=True)}
 
     def flagged_submissions(self, project: int) -> dict[str, dict[str, Any]]:
         raw = self.redis.hgetall(f"{self._p(project)}:offtier")

@@ -10,14 +10,24 @@ from typing import Any
 
 import pytest
 
-import routing.jobs as jobs
 from crowdgate.pipeline import handle_event
 from qa_hooks.events import Event, TaskInfo
 from routing import exam
 from routing.audit import AuditLog
 from routing.labelstudio import offer_token
+from routing.runtime import set_labelstudio
 from routing.state import RoutingState
-from tests.test_routing_jobs import CONFIG, EMAILS, POLICY, PREFIX, SOURCE, FakeLabelStudio, _ids, run_jobs, submit
+from tests.test_routing_jobs import (
+    CONFIG,
+    EMAILS,
+    POLICY,
+    PREFIX,
+    SOURCE,
+    TASK_IDS,
+    FakeLabelStudio,
+    run_jobs,
+    submit,
+)
 
 
 class ExamLabelStudio(FakeLabelStudio):
@@ -31,7 +41,7 @@ class ExamLabelStudio(FakeLabelStudio):
         for view, spec in self.offer_views.items():
             if spec == (project, email, field):
                 return view
-        view = next(_ids)
+        view = next(TASK_IDS)
         self.offer_views[view] = (project, email, field)
         self.writes.append(("create_view", project, email))
         return view
@@ -49,13 +59,13 @@ class ExamLabelStudio(FakeLabelStudio):
 @pytest.fixture
 def env(redis_conn):
     fake = ExamLabelStudio()
-    jobs.set_labelstudio(fake)
+    set_labelstudio(fake)
     state = RoutingState(redis_conn, PREFIX)
     state.set_policy(SOURCE, POLICY)  # exam_tasks 3, pass_mark 0.66, max_retries 1; gold.share 0.1
     for user, tier in {1: "tier1", 2: "tier1", 3: "tier1", 4: "tier2", 5: "tier2"}.items():
         state.set_tier(SOURCE, user, tier)
     yield redis_conn, state, fake
-    jobs.set_labelstudio(None)
+    set_labelstudio(None)
 
 
 def add_gold(conn, ls: ExamLabelStudio, n: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Routing jobs (routing/jobs.py, crowdgate/pipeline.py) with a private Redis and an in-process RQ worker.
+"""Routing jobs (routing/router.py, routing/actions.py, crowdgate/pipeline.py), private Redis, in-process RQ worker.
 
 Label Studio is a small in-memory fake here (unit tests only); tests/test_routing_integration.py runs the
 same jobs against the real server.
@@ -16,12 +16,13 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
-import routing.jobs as jobs
+import routing
 from crowdgate.pipeline import handle_event
 from ml_backend.labeling import choice_region
 from qa_hooks.events import Event, Submission, TaskInfo
 from routing.audit import AuditLog
 from routing.labelstudio import COMMUNITY, ENTERPRISE, LabelStudioError
+from routing.router import STOP_THRESHOLD_TTL_S
 from routing.state import RoutingState
 from scripts.seed import label_config
 
@@ -41,7 +42,7 @@ sla: {deadline_seconds: 60}
 LADDER = POLICY.replace("  - {name: tier2, final_say: true}",
                         "  - {name: tier2}\n  - {name: reviewer, final_say: true}")
 EMAILS = {i: f"u{i}@x.test" for i in range(1, 20)}
-_ids = itertools.count(1000)
+TASK_IDS = itertools.count(1000)  # ids of everything the fake creates
 
 
 class FakeLabelStudio:
@@ -63,7 +64,7 @@ class FakeLabelStudio:
 
     def add_task(self, project: int, data: dict, meta: dict | None = None, task: int | None = None,
                  overlap: int = 2) -> int:
-        task = task or next(_ids)
+        task = task or next(TASK_IDS)
         self.tasks[task] = {"id": task, "project": project, "data": data, "meta": meta or {}, "overlap": overlap,
                             "is_labeled": False, "total_annotations": 0, "annotations": [], "predictions": []}
         return task
@@ -71,8 +72,8 @@ class FakeLabelStudio:
     def add_annotation(self, task: int, user: int, result: list) -> dict:
         t = self.tasks[task]
         stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        ann = {"id": next(_ids), "task": task, "project": t["project"], "completed_by": user, "result": result,
-               "created_at": stamp, "updated_at": stamp, "unique_id": f"uid-{next(_ids)}", "was_cancelled": False,
+        ann = {"id": next(TASK_IDS), "task": task, "project": t["project"], "completed_by": user, "result": result,
+               "created_at": stamp, "updated_at": stamp, "unique_id": f"uid-{next(TASK_IDS)}", "was_cancelled": False,
                "ground_truth": False, "lead_time": 1.0}
         t["annotations"].append(ann)
         t["total_annotations"] += 1
@@ -90,7 +91,7 @@ class FakeLabelStudio:
         return self.projects[project]
 
     def create_project(self, title: str, label_config: str, **settings: Any) -> int:
-        pid = next(_ids)
+        pid = next(TASK_IDS)
         self.projects[pid] = {"id": pid, "title": title, "label_config": label_config, **settings}
         self.writes.append(("create_project", pid))
         return pid
@@ -152,7 +153,7 @@ class FakeLabelStudio:
 
     def annotator_view(self, project: int, email: str) -> int:
         if (project, email) not in self.views:
-            self.views[(project, email)] = next(_ids)
+            self.views[(project, email)] = next(TASK_IDS)
             self.writes.append(("create_view", project, email))
         return self.views[(project, email)]
 
@@ -175,9 +176,9 @@ class FakeLabelStudio:
 @pytest.fixture
 def ls():
     fake = FakeLabelStudio()
-    jobs.set_labelstudio(fake)
+    routing.set_labelstudio(fake)
     yield fake
-    jobs.set_labelstudio(None)
+    routing.set_labelstudio(None)
 
 
 @pytest.fixture
@@ -233,7 +234,7 @@ class _BurstWorker(SimpleWorker):
 
 
 def run_jobs(conn) -> None:
-    _BurstWorker([Queue(jobs.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
+    _BurstWorker([Queue(routing.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
 
 
 def audit_actions(conn, **query: Any) -> list[str]:
@@ -320,7 +321,7 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
     why = AuditLog(conn, PREFIX).query(project=SOURCE, action="stop_threshold")[-1]
     assert why.evidence["threshold"] == matched and why.evidence["annotators"] >= 2
     assert why.evidence["accuracy"] >= why.evidence["fixed_overlap_accuracy"]
-    assert conn.ttl(cache_key) <= jobs.STOP_THRESHOLD_TTL_S
+    assert conn.ttl(cache_key) <= STOP_THRESHOLD_TTL_S
 
 
 def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
@@ -340,7 +341,7 @@ def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
     assert (tier_project, email) in ls.views
     assert ls.tasks[task]["is_labeled"] is True  # out of every tier-1 queue
     assert route.deadline == pytest.approx(route.escalated_at + 60)
-    scheduled = ScheduledJobRegistry(jobs.ROUTING_QUEUE, connection=conn).get_job_ids()
+    scheduled = ScheduledJobRegistry(routing.ROUTING_QUEUE, connection=conn).get_job_ids()
     assert scheduled == [f"cgroute_t_sla_{SOURCE}_{task}_v1"]
 
     # The expert answers in the escalation project: written back on their behalf, then final.
@@ -420,6 +421,27 @@ def test_work_below_the_required_tier_is_flagged_and_left_out(env) -> None:
     assert audit_actions(conn, project=SOURCE, kind="flag") == ["off_tier_work", "off_tier_work"]
 
 
+def test_work_below_the_required_tier_never_counts_even_after_its_author_is_promoted(env) -> None:
+    conn, state, ls = env
+    task = escalated_task(conn, ls)  # tier-2 is required now
+    late = submit(conn, ls, task, 3, "Positive")  # given while 3 is tier 1: left out
+    state.set_tier(SOURCE, 3, "tier2")  # promoted afterwards (tier2 has the final say)
+    ann = ls.tasks[task]["annotations"][0]  # the task's next event: 1 edits their answer
+    ann["result"], ann["updated_at"] = answer("Neutral"), datetime.now(UTC).isoformat()
+    handle_event(event_for(ls, ann, "ANNOTATION_UPDATED"), PREFIX, conn)
+    run_jobs(conn)
+    decision = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, kind="decision")[-1]
+    assert decision.action != "task:final" and decision.evidence["counted"] == 0
+    assert "3" in {x["annotator_id"] for x in decision.evidence["excluded"]}
+    assert state.route(SOURCE, task).status == "escalated"  # 3's old label settled nothing
+    assert state.tiers_at_submission(SOURCE, [(late["unique_id"], 3)], state.tiers(SOURCE), "qualification") == \
+        {late["unique_id"]: "tier1"}
+    # Work given after the promotion counts at the new tier.
+    fresh = ls.add_task(SOURCE, {"text": "new"})
+    submit(conn, ls, fresh, 3, "Negative")
+    assert state.route(SOURCE, fresh).final_label == "Negative"
+
+
 def test_a_decision_taken_twice_acts_once(env) -> None:
     conn, state, ls = env
     task = ls.add_task(SOURCE, {"text": "x"})
@@ -433,10 +455,10 @@ def test_a_decision_taken_twice_acts_once(env) -> None:
     assert len(ls.written("import_tasks")) == 1
     route = state.route(SOURCE, task)
     # The job itself, run again (an RQ retry after its work went through), resumes and changes nothing.
-    jobs.escalate(SOURCE, task, "tier2", 0, 1, prefix=PREFIX, connection=conn)
+    routing.escalate(SOURCE, task, "tier2", 0, 1, prefix=PREFIX, connection=conn)
     assert len(ls.written("import_tasks")) == 1 and state.route(SOURCE, task).tier_task == route.tier_task
     # A stale decision (taken before the route moved on) does nothing.
-    jobs.finalize(SOURCE, task, 0, "Positive", prefix=PREFIX, connection=conn)
+    routing.finalize(SOURCE, task, 0, "Positive", prefix=PREFIX, connection=conn)
     assert state.route(SOURCE, task).status == "escalated"
     assert "finalize_skipped" in audit_actions(conn, project=SOURCE, task=task)
 
@@ -448,10 +470,10 @@ def test_a_failing_label_studio_call_is_retried_and_audited(env) -> None:
     error = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, kind="error")[-1]
     assert error.action == "escalate" and "injected failure" in error.reason and error.evidence["will_retry"]
     job_id = error.evidence["job"]
-    assert job_id in ScheduledJobRegistry(jobs.ROUTING_QUEUE, connection=conn).get_job_ids()  # retry scheduled
+    assert job_id in ScheduledJobRegistry(routing.ROUTING_QUEUE, connection=conn).get_job_ids()  # retry scheduled
     assert state.route(SOURCE, task).status == "open"  # claimed but not done: the retry resumes it
-    job = Queue(jobs.ROUTING_QUEUE, connection=conn).fetch_job(job_id)
-    jobs.escalate(**job.kwargs, connection=conn)  # what the retry runs
+    job = Queue(routing.ROUTING_QUEUE, connection=conn).fetch_job(job_id)
+    routing.escalate(**job.kwargs, connection=conn)  # what the retry runs
     assert state.route(SOURCE, task).status == "escalated" and len(ls.written("import_tasks")) == 1
 
 
@@ -461,7 +483,7 @@ def test_a_lost_write_back_is_not_written_twice(env) -> None:
     route = state.route(SOURCE, task)
     reply = expert_answers(conn, ls, route, "Neutral")
     state.redis.delete(f"{PREFIX}:p:{route.tier_project}:r:writeback")  # as if it died before remembering
-    jobs.write_back(route.tier_project, route.tier_task, reply["unique_id"], prefix=PREFIX, connection=conn)
+    routing.write_back(route.tier_project, route.tier_task, reply["unique_id"], prefix=PREFIX, connection=conn)
     assert len(ls.written("create_annotation")) == 1
 
 
@@ -528,7 +550,7 @@ def test_qualification_exam_pass_fail_retry_and_lock_out(env) -> None:
 
 def test_enterprise_pauses_a_locked_out_annotator(redis_conn) -> None:
     fake = FakeLabelStudio(ENTERPRISE)
-    jobs.set_labelstudio(fake)
+    routing.set_labelstudio(fake)
     try:
         state = RoutingState(redis_conn, PREFIX)
         state.set_policy(SOURCE, POLICY.replace("max_retries: 1", "max_retries: 0"))
@@ -537,12 +559,12 @@ def test_enterprise_pauses_a_locked_out_annotator(redis_conn) -> None:
             submit(redis_conn, fake, g, 8, "Neutral")
         assert fake.written("pause") == [("pause", SOURCE, 8)]
     finally:
-        jobs.set_labelstudio(None)
+        routing.set_labelstudio(None)
 
 
 def test_enterprise_escalation_uses_the_assignment_api(redis_conn) -> None:
     fake = FakeLabelStudio(ENTERPRISE)
-    jobs.set_labelstudio(fake)
+    routing.set_labelstudio(fake)
     try:
         state = RoutingState(redis_conn, PREFIX)
         state.set_policy(SOURCE, POLICY)
@@ -556,7 +578,7 @@ def test_enterprise_escalation_uses_the_assignment_api(redis_conn) -> None:
         assert written and state.route(SOURCE, task).final_label == "Negative"
         assert fake.written("unassign")[-1] == ("unassign", task)
     finally:
-        jobs.set_labelstudio(None)
+        routing.set_labelstudio(None)
 
 
 def test_promotion_and_demotion_use_the_reliability_interval(env) -> None:
@@ -580,28 +602,26 @@ def test_promotion_and_demotion_use_the_reliability_interval(env) -> None:
 # -- deadlines --------------------------------------------------------------------------------------------
 
 
-def test_missed_deadline_goes_one_tier_up_then_alerts(redis_conn, ls, monkeypatch) -> None:
+def test_missed_deadline_goes_one_tier_up_then_alerts(redis_conn, ls) -> None:
     state = RoutingState(redis_conn, PREFIX)
     state.set_policy(SOURCE, LADDER)
     for user, tier in {1: "tier1", 2: "tier1", 4: "tier2", 6: "reviewer"}.items():
         state.set_tier(SOURCE, user, tier)
     task = escalated_task(redis_conn, ls)
     route = state.route(SOURCE, task)
-    assert jobs.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"action": "none"}
+    assert routing.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"action": "none"}
     later = route.escalated_at + 61
-    monkeypatch.setattr(jobs.time, "time", lambda: later)
-    assert jobs.sweep_deadlines(PREFIX, redis_conn) == {"checked": 1}
+    assert routing.sweep_deadlines(PREFIX, redis_conn, now=later) == {"checked": 1}
     run_jobs(redis_conn)
     up = state.route(SOURCE, task)
     assert (up.required_tier, up.assigned, up.escalations) == ("reviewer", 6, 2)
     assert ls.tasks[route.tier_task]["is_labeled"] is True  # the tier-2 copy is closed
     assert state.loads([4, 6]) == {4: 0, 6: 1}
-    monkeypatch.setattr(jobs.time, "time", lambda: later + 61)
-    out = jobs.check_deadline(SOURCE, task, up.version, PREFIX, redis_conn)
+    out = routing.check_deadline(SOURCE, task, up.version, PREFIX, redis_conn, now=up.deadline + 1)
     assert out["action"] == "alert"
     assert audit_actions(redis_conn, project=SOURCE, task=task, kind="alert") == ["sla_breach"]
-    assert jobs.sweep_deadlines(PREFIX, redis_conn) == {"checked": 0}  # alerted once
-    assert jobs.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"superseded": True}
+    assert routing.sweep_deadlines(PREFIX, redis_conn, now=up.deadline + 1) == {"checked": 0}  # alerted once
+    assert routing.check_deadline(SOURCE, task, route.version, PREFIX, redis_conn) == {"superseded": True}
 
 
 # -- failures ---------------------------------------------------------------------------------------------
@@ -612,7 +632,7 @@ def test_a_bad_decision_input_is_audited_and_retried_without_losing_the_others(e
     state.redis.hset(f"{PREFIX}:p:{SOURCE}:r:tiers", 1, "tier-that-was-removed")
     task = ls.add_task(SOURCE, {"text": "x"})
     ann = ls.add_annotation(task, 1, answer("Positive"))
-    with pytest.raises(jobs.RoutingError, match="unknown tier"):
+    with pytest.raises(routing.RoutingError, match="unknown tier"):
         handle_event(event_for(ls, ann), PREFIX, conn)
     errors = AuditLog(conn, PREFIX).query(project=SOURCE, kind="error")
     assert len(errors) == 2 and all("unknown tier" in e.reason for e in errors)  # annotator and task decisions
@@ -620,8 +640,8 @@ def test_a_bad_decision_input_is_audited_and_retried_without_losing_the_others(e
 
 def test_events_without_a_project_or_config_are_left_alone(env) -> None:
     conn, _state, _ls = env
-    assert jobs.after_scoring({"project": None}, PREFIX, conn)["decisions"] == []
-    assert jobs.after_scoring({"project": 99, "tasks": [5], "annotators": []}, PREFIX, conn)["decisions"] == []
+    assert routing.after_scoring({"project": None}, PREFIX, conn)["decisions"] == []
+    assert routing.after_scoring({"project": 99, "tasks": [5], "annotators": []}, PREFIX, conn)["decisions"] == []
 
 
 def test_a_project_without_a_policy_is_routed_in_dry_run(redis_conn, ls, monkeypatch) -> None:
@@ -657,8 +677,8 @@ def test_a_deleted_escalation_project_is_made_again(env) -> None:
     submit(conn, ls, second, 2, "Negative")  # the escalation fails once, unlinks the project ...
     assert state.tier_project(SOURCE, "tier2") is None
     assert "escalation_project_gone" in audit_actions(conn, project=SOURCE, kind="alert")
-    job = Queue(jobs.ROUTING_QUEUE, connection=conn).fetch_job(f"cgroute_t_escalate_{SOURCE}_{second}_v0")
-    jobs.escalate(**job.kwargs, connection=conn)  # ... and its retry makes a new one
+    job = Queue(routing.ROUTING_QUEUE, connection=conn).fetch_job(f"cgroute_t_escalate_{SOURCE}_{second}_v0")
+    routing.escalate(**job.kwargs, connection=conn)  # ... and its retry makes a new one
     route = state.route(SOURCE, second)
     assert route.status == "escalated" and route.tier_project not in (None, gone)
     assert ls.tasks[route.tier_task]["project"] == route.tier_project

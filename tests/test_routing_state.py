@@ -173,7 +173,7 @@ def test_policy_console_script(redis_service, redis_conn, tmp_path, capsys) -> N
     assert policy_main([*common, "tier", "4", "9", "tier2", "--reason", "expert hire"]) == 0
     from rq import Queue
 
-    from routing.jobs import ROUTING_QUEUE
+    from routing.runtime import ROUTING_QUEUE
 
     queued = Queue(ROUTING_QUEUE, connection=redis_conn).jobs
     assert [j.func_name for j in queued] == ["routing.exam.sync_gold_offer"]  # their gold offer, at once
