@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +15,9 @@ from qa_hooks.jobs import process_event
 # Backoff for a job that fails (a Redis hiccup, a bug fixed later): the event is kept, not dropped.
 RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 FAILED_JOB_TTL_S = 30 * 24 * 3600
+# Scoring one event takes milliseconds; the timeout also bounds how long a job abandoned by a killed worker
+# waits before RQ's maintenance retries it (see crowdgate.worker).
+EVENT_JOB_TIMEOUT_S = 60
 
 
 class Inbox:
@@ -22,8 +25,9 @@ class Inbox:
     assembled service (``crowdgate.web``) passes one that also routes."""
 
     def __init__(self, connection: redis.Redis, queue: str, prefix: str, dedup_ttl_s: int,
-                 job: Callable[..., Any] = process_event) -> None:
+                 job: Callable[..., Any] = process_event, deadline_s: float = 0.6) -> None:
         self.redis = connection
+        self.deadline_s = deadline_s  # Label Studio waits 1 s for the whole webhook
         self.queue = Queue(queue, connection=connection)
         self.prefix = prefix
         self.dedup_ttl_s = dedup_ttl_s
@@ -32,34 +36,43 @@ class Inbox:
     def put(self, event: Event) -> tuple[str, str | None]:
         """Enqueue the event's unseen items; returns ("queued", job id) or ("duplicate", None).
 
-        Raises ``redis.RedisError`` when the event could not be persisted; then no dedup mark is left
-        behind, so a redelivery (or the reconciliation pass) still records it.
+        The dedup marks and the job are written in one MULTI/EXEC transaction (optimistic, WATCHing the marks),
+        so they land together or not at all: a Redis that stalls past the socket timeout may still apply the
+        transaction after the 503, but then the job is there too, and a mark never exists without its job.
+        Raises ``redis.RedisError`` when the outcome is unknown or nothing was written; either way a redelivery
+        or the reconciliation pass records the event exactly once.
         """
-        keys = [f"{self.prefix}:seen:{event.project}:{k}" for k in event.dedup_keys()]
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, 1, nx=True, ex=self.dedup_ttl_s)
-        fresh = [key for key, was_set in zip(keys, pipe.execute(), strict=True) if was_set]
-        if not fresh:
-            return "duplicate", None
-        try:
-            prefix_len = len(f"{self.prefix}:seen:{event.project}:")
-            todo = event.only({key[prefix_len:] for key in fresh})
-            # RQ writes the job into our pipeline: one round trip persists it.
-            pipe = self.redis.pipeline()
-            job = self.queue.enqueue(
-                self.job,
-                todo.to_dict(),
-                self.prefix,
-                retry=RETRY,
-                failure_ttl=FAILED_JOB_TTL_S,
-                result_ttl=3600,
-                description=f"{event.action} project={event.project}",
-                pipeline=pipe,
-            )
-            pipe.execute()
-        except Exception:
-            with contextlib.suppress(redis.RedisError):
-                self.redis.delete(*fresh)
-            raise
-        return "queued", job.id
+        prefix = f"{self.prefix}:seen:{event.project}:"
+        keys = [prefix + k for k in event.dedup_keys()]
+        deadline = time.monotonic() + self.deadline_s
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    fresh = [key for key, mark in zip(keys, pipe.mget(keys), strict=True) if mark is None]
+                    if not fresh:
+                        pipe.unwatch()
+                        return "duplicate", None
+                    todo = event.only({key[len(prefix):] for key in fresh})
+                    pipe.multi()
+                    # RQ writes the job into the transaction: one EXEC persists the job and its marks.
+                    job = self.queue.enqueue(
+                        self.job,
+                        todo.to_dict(),
+                        self.prefix,
+                        retry=RETRY,
+                        failure_ttl=FAILED_JOB_TTL_S,
+                        result_ttl=3600,
+                        job_timeout=EVENT_JOB_TIMEOUT_S,
+                        description=f"{event.action} project={event.project}",
+                        pipeline=pipe,
+                    )
+                    for key in fresh:
+                        pipe.set(key, job.id, ex=self.dedup_ttl_s)
+                    pipe.execute()
+                    return "queued", job.id
+                except redis.WatchError:
+                    # A concurrent delivery of the same annotation got there first, or the connection failed while
+                    # watching (redis-py says WatchError for both): look again, within Label Studio's patience.
+                    if time.monotonic() > deadline:
+                        raise redis.TimeoutError("Redis did not settle the event in time") from None

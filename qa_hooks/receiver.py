@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -60,7 +62,9 @@ def receive():
         status, job_id = _inbox().put(event)
     except redis.RedisError as exc:
         log.error("could not persist %s for project %s: %s", event.action, event.project, exc)
-        return _error("crowdgate could not persist the event (Redis unavailable); not recorded", 503)
+        # Job and dedup marks go in one transaction: the event is queued whole or not at all, never half.
+        return _error("crowdgate could not confirm the event was persisted (Redis unavailable): it is queued "
+                      "whole or not at all, and reconciliation with Label Studio recovers it", 503)
     elapsed_ms = (time.perf_counter() - started) * 1000
     return jsonify({"status": status, "job": job_id, "action": event.action, "ms": round(elapsed_ms, 2)}), 200
 
@@ -79,10 +83,12 @@ def init_hooks(app, settings: HookSettings | None = None, job: Callable[..., Any
     settings = settings or HookSettings.from_env()
     if not settings.webhook_secret:
         log.warning("CROWDGATE_WEBHOOK_SECRET is empty: every webhook will be refused with 401")
+    # No client-side retries: resending a write whose first try may have landed is the inbox's decision.
     connection = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
     )
     inbox = Inbox(connection, settings.queue, settings.key_prefix, settings.dedup_ttl_s, job)
     app.extensions["crowdgate.hooks"] = {"settings": settings, "inbox": inbox}

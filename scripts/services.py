@@ -91,12 +91,12 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(log_dir: Path, port: int | None = None) -> Service:
-    """A private redis-server on a free port, keeping nothing on disk."""
+def start_redis(log_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> Service:
+    """A private redis-server on a free port, keeping nothing on disk (``extra_args`` may override that)."""
     port = port or free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="crowdgate-redis-"))
     cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    cmd += ["--dir", str(data_dir)]
+    cmd += ["--dir", str(data_dir), *extra_args]
     process, log_path = _spawn("redis", cmd, None, log_dir)
     url = f"redis://127.0.0.1:{port}/0"
     service = Service("redis", url, process, log_path, [lambda: shutil.rmtree(data_dir, ignore_errors=True)])

@@ -1,12 +1,15 @@
 import json
+import threading
 
 import pytest
+import redis
 from rq import Queue, SimpleWorker
 
 from qa_hooks.app import create_app
 from qa_hooks.config import HookSettings
 from qa_hooks.store import SubmissionStore
 from scripts.processes import free_port
+from scripts.services import start_redis
 from tests.conftest import fixture_json
 
 SECRET = "s3cr3t-for-tests"
@@ -92,7 +95,7 @@ def test_redis_down_is_503_and_nothing_claimed(redis_conn):
     closed = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(HookSettings(redis_url=closed, webhook_secret=SECRET, key_prefix="t"))
     reply = post(app.test_client(), fixture_json("webhook_annotation_created.json"))
-    assert reply.status_code == 503 and "not recorded" in reply.json["error"]
+    assert reply.status_code == 503 and "whole or not at all" in reply.json["error"]
     assert app.test_client().get("/hooks/health").status_code == 503
 
 
@@ -124,3 +127,38 @@ def test_every_captured_action_is_accepted(client, redis_conn, settings):
 
 def test_health(client):
     assert client.get("/hooks/health").json == {"status": "UP"}
+
+
+def _annotation_event(n: int) -> dict:
+    body = fixture_json("webhook_annotation_created.json")
+    body["annotation"] = {**body["annotation"], "id": 1000 + n, "unique_id": f"stall-{n:04d}", "task": 100 + n}
+    body["task"] = {**body["task"], "id": 100 + n}
+    return body
+
+
+def test_redis_stall_never_leaves_a_mark_without_its_job(log_dir):
+    """Redis stalls past the receiver's socket timeout (DEBUG SLEEP, as a fork or a slow command would): the
+    503'd delivery may still land once Redis wakes, but then with its job, so a redelivery's 'duplicate' is
+    true and every event is recorded exactly once."""
+    service = start_redis(log_dir, extra_args=("--enable-debug-command", "yes"))
+    try:
+        admin = redis.Redis.from_url(service.url)
+        settings = HookSettings(redis_url=service.url, webhook_secret=SECRET, key_prefix="t", redis_timeout_s=0.2)
+        client = create_app(settings).test_client()
+        statuses = []
+        for n in range(12):
+            # the stall starts a little after the request, at a different point of its round trips each time
+            stall = threading.Timer(0.0005 * n, lambda: admin.execute_command("DEBUG", "SLEEP", "0.8"))
+            stall.start()
+            first = post(client, _annotation_event(n))
+            stall.join()
+            second = post(client, _annotation_event(n))
+            statuses.append((first.status_code, second.status_code))
+            assert second.status_code == 200, second.json
+        assert any(first == 503 for first, _ in statuses), statuses  # the stall really hit the receiver
+        queue = Queue(settings.queue, connection=admin)
+        assert queue.count == 12
+        drain(admin, settings)
+        assert SubmissionStore(admin, "t").summary(2)["submissions"] == 12
+    finally:
+        service.stop()
