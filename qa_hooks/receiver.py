@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from flask import Blueprint, current_app, jsonify, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from qa_hooks.config import HookSettings
