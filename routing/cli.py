@@ -6,6 +6,8 @@
     crowdgate-policy check FILE            # validate only
     crowdgate-policy tier PROJECT USER TIER [--reason R]   # set an annotator's tier by hand (audited)
     crowdgate-policy tiers PROJECT         # annotators and their tiers
+    crowdgate-policy flag PROJECT USER --reason R   # an annotator's labels stop counting (audited)
+    crowdgate-policy unflag PROJECT USER [--reason R]   # they count again (audited)
     crowdgate-audit [--project P] [--task T] [--annotator U] [--kind K] [--action A] [--since ISO]
                     [--format jsonl|csv] [--output FILE]
 
@@ -53,6 +55,13 @@ def policy_main(argv: list[str] | None = None) -> int:
     p_tier.add_argument("user", type=int, help="Label Studio user id")
     p_tier.add_argument("tier")
     p_tier.add_argument("--reason", default="set by hand")
+    p_flag = sub.add_parser("flag", help="flag an annotator by hand: their labels stop counting")
+    p_unflag = sub.add_parser("unflag", help="remove a flag set by hand")
+    for p in (p_flag, p_unflag):
+        p.add_argument("project", type=int)
+        p.add_argument("user", type=int, help="Label Studio user id")
+    p_flag.add_argument("--reason", required=True, help="why, kept with the flag and in the audit log")
+    p_unflag.add_argument("--reason", default="unflagged by hand")
     args = parser.parse_args(argv)
 
     if args.command == "check":
@@ -93,6 +102,24 @@ def policy_main(argv: list[str] | None = None) -> int:
         for user, tier in sorted(state.tiers(args.project).items()):
             print(f"{user}\t{tier}")
         print(f"# others: {policy.tiers[0].name}", file=sys.stderr)
+        return 0
+    if args.command == "flag":
+        reason = args.reason.strip()
+        if not reason:
+            print("--reason must not be empty", file=sys.stderr)
+            return 1
+        state.flag_annotator(args.project, args.user, reason)
+        audit.record("flag", "flag_annotator", args.project, None, [args.user], reason, {"by": "hand"})
+        print(f"project {args.project}: user {args.user} flagged ({reason})")
+        return 0
+    if args.command == "unflag":
+        was = state.flagged(args.project).get(args.user)
+        if was is None:
+            print(f"project {args.project}: user {args.user} is not flagged by hand", file=sys.stderr)
+            return 1
+        state.unflag_annotator(args.project, args.user)
+        audit.record("action", "unflag_annotator", args.project, None, [args.user], args.reason, {"was": was})
+        print(f"project {args.project}: user {args.user} unflagged")
         return 0
     # tier
     policy = state.policy(args.project)

@@ -188,3 +188,31 @@ def test_policy_console_script(redis_service, redis_conn, tmp_path, capsys) -> N
     assert actions == ["set_policy", "set_tier", "unset_policy"]
     assert AuditLog(redis_conn, "t").query(annotator=9)[0].evidence == {"from": "qualification", "to": "tier2",
                                                                          "version": 1}
+
+
+def test_flagging_an_annotator_by_hand(redis_service, redis_conn, capsys) -> None:
+    from routing.audit import AuditLog
+    from routing.cli import policy_main
+
+    common = ["--redis-url", redis_service.url, "--prefix", "t"]
+    state = RoutingState(redis_conn, "t")
+    with pytest.raises(SystemExit):
+        policy_main([*common, "flag", "4", "9"])  # a flag needs its reason
+    assert policy_main([*common, "flag", "4", "9", "--reason", "copies answers from a forum"]) == 0
+    assert state.flagged(4) == {9: "copies answers from a forum"}
+    assert state.annotator(4, 9, state.policy(4)).flagged == "copies answers from a forum"  # routing reads this
+    assert policy_main([*common, "unflag", "4", "9"]) == 0
+    assert state.flagged(4) == {} and state.annotator(4, 9, state.policy(4)).flagged is None
+    assert policy_main([*common, "unflag", "4", "9"]) == 1  # nothing to remove
+    assert "not flagged" in capsys.readouterr().err
+    entries = AuditLog(redis_conn, "t").query(project=4, annotator=9)
+    assert [(e.kind, e.action) for e in entries] == [("flag", "flag_annotator"), ("action", "unflag_annotator")]
+    assert entries[0].reason == "copies answers from a forum"
+
+
+def test_tiers_at_submission_keep_the_first_tier_seen(state) -> None:
+    assert state.tiers_at_submission(1, [("u1", 7), ("u2", 8)], {7: "tier1"}, "qualification") == \
+        {"u1": "tier1", "u2": "qualification"}
+    assert state.tiers_at_submission(1, [("u1", 7), ("u3", 7)], {7: "tier2"}, "qualification") == \
+        {"u1": "tier1", "u3": "tier2"}
+    assert state.tiers_at_submission(1, [], {}, "qualification") == {}
