@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from core.label_config import LabelConfig
 from qa_hooks.events import Submission
-from qa_hooks.similarity import compare_results, load_interface
+from qa_hooks.similarity import compare_results
 
 # Annotators start at a Beta(3.5, 1.5) accuracy belief (mean 0.7): a crowd is better than chance, and
 # without that, peers with no record would carry no weight and nobody's evidence could ever start.
@@ -52,13 +53,13 @@ class Categorical:
 @lru_cache(maxsize=256)
 def categorical(label_config: str) -> Categorical | None:
     """The config's one single-choice control, when that is all it asks for."""
-    controls = list(load_interface(label_config).controls or ())
+    controls = LabelConfig.parse(label_config).controls
     if len(controls) != 1:
         return None
     control = controls[0]
-    if control.tag != "Choices" or (control.attr or {}).get("choice") == "multiple" or not control.labels:
+    if control.type != "choices" or control.multiple or not control.labels:
         return None
-    return Categorical(control.name, tuple(str(label) for label in control.labels))
+    return Categorical(control.name, control.labels)
 
 
 def label_of(result: Sequence[Mapping[str, Any]], control: str) -> str | None:

@@ -43,21 +43,21 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from label_studio_sdk.label_interface import LabelInterface
 from rapidfuzz import fuzz
+
+from core.label_config import Control, LabelConfig
+
+if TYPE_CHECKING:
+    from label_studio_sdk.label_interface import LabelInterface
 
 __all__ = [
     "IOU_THRESHOLD",
     "SCORERS",
-    "ControlSpec",
     "UnsupportedControlError",
     "box_iou",
     "compare_results",
-    "control_specs",
     "load_interface",
     "per_control",
     "polygon_area",
@@ -78,7 +78,7 @@ __all__ = [
 Region = Mapping[str, Any]
 Regions = Sequence[Region]
 Point = tuple[float, float]
-Config = str | LabelInterface | Mapping[str, "ControlSpec"] | None
+Config = str | LabelConfig | Mapping[str, Control] | None
 OnUnknown = Literal["exact", "error"]
 T = TypeVar("T")
 
@@ -90,29 +90,6 @@ class UnsupportedControlError(ValueError):
     """Raised for a control type without a scorer when ``on_unknown="error"``."""
 
 
-@dataclass(frozen=True, slots=True)
-class ControlSpec:
-    """What a scorer needs to know about one control tag, read once from the label config."""
-
-    name: str
-    type: str  # lower-case tag name, as in a region's "type": "choices", "rectanglelabels", ...
-    multiple: bool = False  # Choices choice="multiple"
-    low: float | None = None  # numeric range for Rating / Number
-    high: float | None = None
-
-    @classmethod
-    def from_tag(cls, tag: Any) -> ControlSpec:
-        """Build from a ``label_studio_sdk`` ControlTag."""
-        kind = str(tag.tag).lower()
-        attr = tag.attr or {}
-        low = high = None
-        if kind == "rating":
-            low, high = 1.0, _to_float(attr.get("maxRating"), 5.0)
-        elif kind == "number":
-            low, high = _to_float(attr.get("min")), _to_float(attr.get("max"))
-        return cls(name=tag.name, type=kind, multiple=attr.get("choice") == "multiple", low=low, high=high)
-
-
 def _to_float(raw: Any, default: float | None = None) -> float | None:
     try:
         value = float(raw)
@@ -122,37 +99,22 @@ def _to_float(raw: Any, default: float | None = None) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Config parsing (cached: LabelInterface parsing costs milliseconds, scoring must cost microseconds)
+# Config: the controls come from core.label_config (parsed once per config string and cached)
 
 
-@lru_cache(maxsize=256)
 def load_interface(label_config: str) -> LabelInterface:
-    """Parse a label config XML once; later calls with the same string hit the cache."""
-    return LabelInterface(label_config)
+    """The config's shared ``LabelInterface`` (kept for ``ml_backend.zero_shot``; new code reads ``LabelConfig``)."""
+    return LabelConfig.parse(label_config).interface
 
 
-@lru_cache(maxsize=256)
-def _specs_for_config(label_config: str) -> Mapping[str, ControlSpec]:
-    return _specs_from_interface(load_interface(label_config))
-
-
-def _specs_from_interface(interface: LabelInterface) -> Mapping[str, ControlSpec]:
-    return {tag.name: ControlSpec.from_tag(tag) for tag in interface.controls or ()}
-
-
-@lru_cache(maxsize=64)
-def _specs_for_interface(interface: LabelInterface) -> Mapping[str, ControlSpec]:
-    return _specs_from_interface(interface)
-
-
-def control_specs(config: Config) -> Mapping[str, ControlSpec]:
-    """``from_name`` → :class:`ControlSpec` for a config string, a LabelInterface, or a ready mapping."""
+def _controls(config: Config) -> Mapping[str, Control]:
+    """``from_name`` -> :class:`Control` for a config string, a parsed ``LabelConfig``, or a ready mapping."""
     if config is None:
         return {}
     if isinstance(config, str):
-        return _specs_for_config(config)
-    if isinstance(config, LabelInterface):
-        return _specs_for_interface(config)
+        return LabelConfig.parse(config).by_name
+    if isinstance(config, LabelConfig):
+        return config.by_name
     return config
 
 
@@ -365,7 +327,7 @@ def polygon_iou(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> f
 # Scorers: (a_regions, b_regions, control) -> float in [0, 1], for the regions of ONE control
 
 
-def score_choices(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_choices(a: Regions, b: Regions, control: Control) -> float:
     """Single choice: 1 if the same choice, else 0. Multiple: Jaccard of the chosen sets."""
     chosen_a, chosen_b = _collect(a, "choices"), _collect(b, "choices")
     if control.multiple:
@@ -390,7 +352,7 @@ def _span_or_exact_iou(a: tuple[Any, ...], b: tuple[Any, ...]) -> float:
     return 1.0 if a == b else 0.0
 
 
-def score_labels(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_labels(a: Regions, b: Regions, control: Control) -> float:
     """Span F1: same label set and character IoU ≥ 0.5, one-to-one maximum matching."""
     key = control.type if control.type.endswith("labels") else "labels"
     items_a = [(_labels_key(v, key), _span_geometry(v)) for v in map(_value, a)]
@@ -407,7 +369,7 @@ def _box(value: Mapping[str, Any]) -> tuple[float, float, float, float]:
     )
 
 
-def score_rectangles(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_rectangles(a: Regions, b: Regions, control: Control) -> float:
     """Box F1: same label set and axis-aligned IoU ≥ 0.5 (``rotation`` ignored)."""
     items_a = [(_labels_key(v, "rectanglelabels"), _box(v)) for v in map(_value, a)]
     items_b = [(_labels_key(v, "rectanglelabels"), _box(v)) for v in map(_value, b)]
@@ -418,26 +380,26 @@ def _points(value: Mapping[str, Any]) -> tuple[tuple[float, float], ...]:
     return tuple((float(p[0]), float(p[1])) for p in value.get("points") or ())
 
 
-def score_polygons(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_polygons(a: Regions, b: Regions, control: Control) -> float:
     """Polygon F1: same label set and exact polygon IoU ≥ 0.5."""
     items_a = [(_labels_key(v, "polygonlabels"), _points(v)) for v in map(_value, a)]
     items_b = [(_labels_key(v, "polygonlabels"), _points(v)) for v in map(_value, b)]
     return _matched_f1(items_a, items_b, polygon_iou)
 
 
-def _score_numeric(a: Regions, b: Regions, control: ControlSpec, key: str) -> float:
+def _score_numeric(a: Regions, b: Regions, control: Control, key: str) -> float:
     value_a, value_b = _mean_number(a, key), _mean_number(b, key)
     if value_a is None or value_b is None:
         return 1.0 if value_a is None and value_b is None else 0.0
     return _range_similarity(value_a, value_b, control.low, control.high)
 
 
-def score_rating(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_rating(a: Regions, b: Regions, control: Control) -> float:
     """1 − |a − b| / (maxRating − 1), clamped; stars run from 1 to maxRating."""
     return _score_numeric(a, b, control, "rating")
 
 
-def score_number(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_number(a: Regions, b: Regions, control: Control) -> float:
     """1 − |a − b| / (max − min) from the tag, else relative difference; clamped."""
     return _score_numeric(a, b, control, "number")
 
@@ -453,7 +415,7 @@ def _joined_text(regions: Regions) -> str:
     return " ".join(" ".join(parts).split())  # whitespace differences are not disagreement
 
 
-def score_textarea(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_textarea(a: Regions, b: Regions, control: Control) -> float:
     """Normalised Indel similarity (``rapidfuzz.fuzz.ratio`` / 100) of the joined texts."""
     text_a, text_b = _joined_text(a), _joined_text(b)
     if text_a == text_b:
@@ -461,7 +423,7 @@ def score_textarea(a: Regions, b: Regions, control: ControlSpec) -> float:
     return fuzz.ratio(text_a, text_b) / 100.0
 
 
-def score_pairwise(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_pairwise(a: Regions, b: Regions, control: Control) -> float:
     """1 if both picked the same side, else 0."""
     return 1.0 if _collect(a, "selected") == _collect(b, "selected") else 0.0
 
@@ -475,7 +437,7 @@ def _prefixes(regions: Regions) -> set[tuple[str, ...]]:
     return out
 
 
-def score_taxonomy(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_taxonomy(a: Regions, b: Regions, control: Control) -> float:
     """Jaccard over the sets of all path prefixes of the selected taxonomy paths."""
     return _jaccard(_prefixes(a), _prefixes(b))
 
@@ -488,13 +450,13 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def score_exact(a: Regions, b: Regions, control: ControlSpec) -> float:
+def score_exact(a: Regions, b: Regions, control: Control) -> float:
     """Fallback for types without a scorer: 1 if the region values are equal as a multiset."""
     values_a = Counter(_canonical(_value(r)) for r in a)
     return 1.0 if values_a == Counter(_canonical(_value(r)) for r in b) else 0.0
 
 
-Scorer = Callable[[Regions, Regions, ControlSpec], float]
+Scorer = Callable[[Regions, Regions, Control], float]
 
 SCORERS: Mapping[str, Scorer] = {
     "choices": score_choices,
@@ -540,23 +502,23 @@ def _score_control(
     name: str,
     a: list[Region] | None,
     b: list[Region] | None,
-    specs: Mapping[str, ControlSpec],
+    controls: Mapping[str, Control],
     on_unknown: OnUnknown,
 ) -> float:
     if not a or not b:
         return 0.0  # only one side answered this control (both empty never reaches here)
-    spec = specs.get(name)
-    if spec is None:  # control not in the config (e.g. config changed): trust the region's type
-        spec = ControlSpec(name=name, type=str(a[0].get("type", "")).lower(), multiple=True)
-    scorer = SCORERS.get(spec.type)
+    control = controls.get(name)
+    if control is None:  # control not in the config (e.g. config changed): trust the region's type
+        control = Control(name=name, type=str(a[0].get("type", "")).lower(), multiple=True)
+    scorer = SCORERS.get(control.type)
     if scorer is None:
         if on_unknown == "error":
             raise UnsupportedControlError(
-                f"no similarity scorer for control {name!r} of type {spec.type!r}; "
+                f"no similarity scorer for control {name!r} of type {control.type!r}; "
                 f"supported: {', '.join(sorted(SCORERS))}"
             )
         scorer = score_exact
-    return scorer(a, b, spec)
+    return scorer(a, b, control)
 
 
 def _weight(control_weights: Mapping[str, Any] | None, name: str) -> float:
@@ -575,7 +537,7 @@ def _weight(control_weights: Mapping[str, Any] | None, name: str) -> float:
 def per_control(
     result_a: Regions | Mapping[str, Any] | None,
     result_b: Regions | Mapping[str, Any] | None,
-    label_config_or_interface: Config,
+    label_config: Config,
     *,
     on_unknown: OnUnknown = "exact",
 ) -> dict[str, float] | None:
@@ -587,15 +549,15 @@ def per_control(
     if regions_a is None or regions_b is None:
         return None
     groups_a, groups_b = _group(regions_a), _group(regions_b)
-    specs = control_specs(label_config_or_interface)
+    controls = _controls(label_config)
     names = list(groups_a) + [n for n in groups_b if n not in groups_a]
-    return {n: _score_control(n, groups_a.get(n), groups_b.get(n), specs, on_unknown) for n in names}
+    return {n: _score_control(n, groups_a.get(n), groups_b.get(n), controls, on_unknown) for n in names}
 
 
 def compare_results(
     result_a: Regions | Mapping[str, Any] | None,
     result_b: Regions | Mapping[str, Any] | None,
-    label_config_or_interface: Config,
+    label_config: Config,
     control_weights: Mapping[str, Any] | None = None,
     *,
     both_empty: float | None = 1.0,
@@ -604,8 +566,8 @@ def compare_results(
     """Weighted agreement in [0, 1] between two results for the same task.
 
     ``result_a``/``result_b``: a result list, or a whole annotation dict (then ``was_cancelled``
-    is honoured). ``label_config_or_interface``: the project's ``label_config`` XML (parsed once
-    and cached), a ``LabelInterface``, or a mapping from :func:`control_specs`.
+    is honoured). ``label_config``: the project's ``label_config`` XML (parsed once and cached), a
+    ``core.label_config.LabelConfig``, or a mapping ``from_name`` -> ``Control``.
     ``control_weights``: the project's ``control_weights``; each control counts with its
     ``["overall"]`` weight (default 1.0), and weight 0 leaves it out.
 
@@ -619,13 +581,13 @@ def compare_results(
     groups_a, groups_b = _group(regions_a), _group(regions_b)
     if not groups_a and not groups_b:
         return both_empty
-    specs = control_specs(label_config_or_interface)
+    controls = _controls(label_config)
     total = weight_sum = 0.0
     for name in list(groups_a) + [n for n in groups_b if n not in groups_a]:
         weight = _weight(control_weights, name)
         if weight == 0.0:
             continue
-        total += weight * _score_control(name, groups_a.get(name), groups_b.get(name), specs, on_unknown)
+        total += weight * _score_control(name, groups_a.get(name), groups_b.get(name), controls, on_unknown)
         weight_sum += weight
     if weight_sum == 0.0:
         return None

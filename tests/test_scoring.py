@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.label_config import LabelConfig
 from qa_hooks.events import Submission
 from qa_hooks.scoring import _one_coin_posterior, categorical, label_of, score_task
 from qa_hooks.truth import log_odds_weights, weighted_vote
@@ -89,7 +90,7 @@ def test_non_categorical_configs_use_weighted_similarity_and_a_medoid():
     def span(start, end, label="PER"):
         return [{"from_name": "label", "to_name": "text", "type": "labels",
                  "value": {"start": start, "end": end, "labels": [label]}}]
-    control = next(iter(__import__("qa_hooks.similarity", fromlist=["x"]).control_specs(NER)))
+    control = LabelConfig.parse(NER).controls[0].name
     results = [span(0, 5), span(0, 5), span(20, 30)]
     results = [[{**r[0], "from_name": control}] for r in results]
     score = score_task([sub(i + 1, result=r) for i, r in enumerate(results)], None, NER, None, {})

@@ -6,14 +6,12 @@ from typing import Any
 
 import pytest
 
+from core.label_config import Control, LabelConfig
 from qa_hooks.similarity import (
     SCORERS,
-    ControlSpec,
     UnsupportedControlError,
     box_iou,
     compare_results,
-    control_specs,
-    load_interface,
     per_control,
     polygon_area,
     polygon_iou,
@@ -89,8 +87,8 @@ def test_multiple_choice_jaccard(a: list[str], b: list[str], expected: float) ->
 
 
 def test_scorer_called_directly_with_spec() -> None:
-    single = ControlSpec(name="sentiment", type="choices")
-    multiple = ControlSpec(name="sentiment", type="choices", multiple=True)
+    single = Control(name="sentiment", type="choices")
+    multiple = Control(name="sentiment", type="choices", multiple=True)
     a, b = [choice("Positive", "Neutral")], [choice("Positive")]
     assert score_choices(a, b, single) == 0.0
     assert score_choices(a, b, multiple) == 0.5
@@ -128,7 +126,7 @@ def test_ner_matching_is_optimal_not_greedy() -> None:
     # pairs a1-b2 (IoU 0.6) and a2-b1 (IoU 0.5): F1 1.0.
     a = [span(0, 10), span(4, 12)]
     b = [span(0, 10), span(0, 6)]
-    assert score_labels(a, b, ControlSpec(name="label", type="labels")) == 1.0
+    assert score_labels(a, b, Control(name="label", type="labels")) == 1.0
 
 
 # --- Rectangles ---------------------------------------------------------------------------------
@@ -368,15 +366,12 @@ def test_control_missing_from_config_uses_region_type() -> None:
     assert per_control(a, b, cfg) == {"sentiment": 1.0, "legacy": 0.5}
 
 
-def test_config_forms_agree_and_parsing_is_cached() -> None:
+def test_config_forms_agree() -> None:
     cfg = config("multi_label.xml")
     a, b = [choice("Sports", "Health", name="topics")], [choice("Health", name="topics")]
-    interface = load_interface(cfg)
-    assert load_interface(cfg) is interface
-    specs = control_specs(cfg)
-    assert specs["topics"] == ControlSpec(name="topics", type="choices", multiple=True)
-    assert control_specs(config("rating.xml"))["rating"].high == 5.0
-    scores = {compare_results(a, b, form) for form in (cfg, interface, specs)}
+    parsed = LabelConfig.parse(cfg)
+    by_name = {"topics": Control(name="topics", type="choices", multiple=True)}
+    scores = {compare_results(a, b, form) for form in (cfg, parsed, parsed.by_name, by_name)}
     assert scores == {0.5}
 
 
