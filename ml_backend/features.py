@@ -1,7 +1,8 @@
 """Task text extraction from Label Studio tasks and cheap hand-made text features.
 
 The embedded models (``classifier.py``, ``difficulty.py``) see a task as the ordered list of strings its
-label config shows: the data keys of the Text-like object tags (``<Text value="$text">`` → ``text``).
+label config shows: the data keys of the Text-like object tags (``<Text value="$text">`` → ``text``), as
+``core.label_config`` reads them.
 Two or more texts make a *pair* task (premise = first, hypothesis = the rest), which gets lexical-overlap
 features: on RTE these track worker disagreement better than embeddings do (DESIGN.md).
 """
@@ -23,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-# Object tags whose data value is (or holds) text worth embedding.
-TEXT_OBJECT_TAGS = frozenset({"Text", "HyperText", "Paragraphs"})
+from core.label_config import LabelConfig
 
 _TAG_RE = re.compile(r"<[^>]+>")
 _SPACE_RE = re.compile(r"\s+")
@@ -72,30 +72,19 @@ class NotTrainedError(RuntimeError):
 
 
 @lru_cache(maxsize=256)
-def parse_label_config(label_config: str) -> TaskSchema:
+def task_schema(label_config: str) -> TaskSchema:
     """Text data keys (in config order) and Choices controls of a Label Studio label config."""
-    from label_studio_sdk.label_interface import LabelInterface
+    config = LabelConfig.parse(label_config)
+    controls = tuple(
+        ChoiceControl(name=c.name, to_name=(c.to_name or ("",))[0], choices=c.labels, multiple=c.multiple)
+        for c in config.controls
+        if c.type == "choices"
+    )
+    return TaskSchema(fields=config.text_fields, choice_controls=controls)
 
-    interface = LabelInterface(label_config)
-    fields: list[str] = []
-    for obj in interface.objects:
-        value = str(getattr(obj, "value", "") or "")
-        # Only "$key" values point into task data; constants and other media are skipped.
-        if obj.tag in TEXT_OBJECT_TAGS and value.startswith("$") and value[1:] not in fields:
-            fields.append(value[1:])
-    controls = []
-    for control in interface.controls:
-        if control.tag != "Choices":
-            continue
-        controls.append(
-            ChoiceControl(
-                name=control.name,
-                to_name=(control.to_name or [""])[0],
-                choices=tuple(control.labels or ()),
-                multiple=bool(control.is_multiple_choice),
-            )
-        )
-    return TaskSchema(fields=tuple(fields), choice_controls=tuple(controls))
+
+# The old name, still imported by classifier.py, difficulty.py and training.py.
+parse_label_config = task_schema
 
 
 def clean_text(value: Any) -> str:

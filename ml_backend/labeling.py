@@ -1,4 +1,4 @@
-"""What a label config asks for, read with label-studio-sdk's LabelInterface (parsed once per config)."""
+"""What a text model can pre-label in a label config, and the result regions it returns (built by the SDK)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from qa_hooks.similarity import load_interface
+from core.label_config import LabelConfig
 
 
 @dataclass(frozen=True)
@@ -21,23 +21,20 @@ class ChoiceTarget:
 
 def choice_targets(label_config: str) -> list[ChoiceTarget]:
     """Choices controls whose objects are text-like, i.e. what a text model can pre-label."""
-    targets = []
-    for control in load_interface(label_config).controls:
-        if control.tag != "Choices" or not control.labels:
-            continue
-        keys = tuple(
-            obj.value.lstrip("$")
-            for obj in control.objects
-            if obj.tag in {"Text", "HyperText", "Paragraphs"} and obj.value.startswith("$")
-        )
-        if keys:
-            targets.append(ChoiceTarget(control.name, tuple(control.labels), keys, control.is_multiple_choice))
-    return targets
+    return [
+        ChoiceTarget(c.name, c.labels, c.text_keys, c.multiple)
+        for c in LabelConfig.parse(label_config).controls
+        if c.type == "choices" and c.labels and c.text_keys
+    ]
 
 
 def choice_region(label_config: str, control: str, labels: list[str]) -> dict[str, Any]:
-    """A Label Studio result region for ``control`` choosing ``labels``, built by the SDK."""
-    region = load_interface(label_config).get_control(control).label(labels if len(labels) > 1 else labels[0])
+    """A Label Studio result region for ``control`` choosing ``labels``, built by the SDK.
+
+    Raises ``core.label_config.LabelConfigError`` when the config has no such control.
+    """
+    tag = LabelConfig.parse(label_config).control_tag(control)
+    region = tag.label(labels if len(labels) > 1 else labels[0])
     return json.loads(region.to_json())
 
 
