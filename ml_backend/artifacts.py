@@ -5,13 +5,22 @@ counter claimed with an exclusive hard link, so concurrent savers (several gunic
 each other and "latest" is the highest ``seq``, not a file time. Only the newest ``keep`` files are kept.
 
 Artifacts are pickles (joblib): load them only from a directory this deployment alone writes to.
+
+A model belongs to the Label Studio project and label config it was trained for (its :class:`Provenance`):
+the same project id in another Label Studio (a demo's project 1 beside a test's project 1) or a changed config
+makes :func:`mismatch` say why it must not answer, and callers fall back instead of predicting with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,72 @@ DEFAULT_KEEP = 5
 SUFFIX = ".joblib"
 _NAME_RE = re.compile(r"^(\d{6,})__(.+)\.joblib$")
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_PROJECT_UID_RE = re.compile(r"^\d+\.\d+$")
+
+
+@lru_cache(maxsize=256)
+def config_hash(label_config: str) -> str:
+    """A short digest of a label config's text (Label Studio sends the stored text unchanged)."""
+    return hashlib.sha256(label_config.strip().encode()).hexdigest()[:16]
+
+
+def project_uid(project: Mapping[str, Any] | str | None) -> str | None:
+    """How Label Studio names a project to an ML backend: ``"<id>.<created_at in epoch seconds>"``.
+
+    Accepts that string itself (``project`` of /setup and /predict) or the project as its REST API returns it
+    (``id`` and ISO ``created_at``); None when neither is given.
+    """
+    if isinstance(project, str):
+        return project if _PROJECT_UID_RE.match(project) else None
+    if not project or project.get("id") is None or not project.get("created_at"):
+        return None
+    try:
+        created = datetime.fromisoformat(str(project["created_at"]))
+    except ValueError:
+        return None
+    return f"{project['id']}.{int(created.timestamp())}"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The Label Studio project and label config a model was trained for; it answers for no other.
+
+    ``label_studio_url`` is kept for the log only: Label Studio's own hostname and the URL crowdgate reaches it
+    at often differ (containers, proxies), so the project uid is what tells instances apart.
+    """
+
+    config_hash: str
+    project_uid: str | None = None
+    label_studio_url: str | None = None
+
+    @classmethod
+    def of(cls, label_config: str, project: Mapping[str, Any] | str | None = None,
+           label_studio_url: str | None = None) -> Provenance:
+        return cls(config_hash(label_config), project_uid(project), label_studio_url or None)
+
+    def mismatch(self, label_config: str, project: str | None = None) -> str | None:
+        """Why a model of this provenance must not answer for this config and project uid, else None."""
+        if self.config_hash != config_hash(label_config):
+            return "it was trained for another label config"
+        asked = project_uid(project)
+        if self.project_uid and asked and asked != self.project_uid:
+            where = f" of {self.label_studio_url}" if self.label_studio_url else ""
+            return f"it was trained for Label Studio project {self.project_uid}{where}, not {asked}"
+        return None
+
+
+def mismatch(model: Any, label_config: str, project: str | None = None) -> str | None:
+    """Why ``model`` must not answer for this config and project uid, or None when it may.
+
+    A model pickled before provenance was recorded is judged by the label config it carries.
+    """
+    provenance = getattr(model, "provenance", None)
+    if provenance is None:
+        own_config = getattr(model, "label_config", None)
+        if not isinstance(own_config, str):
+            return "it records no label config"
+        provenance = Provenance.of(own_config)
+    return provenance.mismatch(label_config, project)
 
 
 def model_dir() -> Path:

@@ -33,6 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ml_backend.artifacts import Provenance
 from ml_backend.features import (
     ChoiceControl,
     Embedder,
@@ -77,6 +78,7 @@ class EmbeddingClassifier:
         C: float = 0.005,
         calibrate_min_per_class: int = 20,
         embedder: Embedder | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         schema: TaskSchema = parse_label_config(label_config)
         chosen: ChoiceControl | None = schema.control
@@ -85,6 +87,8 @@ class EmbeddingClassifier:
         if chosen is None:
             raise ValueError(f"label config has no Choices control{f' named {control!r}' if control else ''}")
         self.label_config = label_config
+        # The project and config it is trained for (artifacts.mismatch checks it before the model answers).
+        self.provenance = provenance or Provenance.of(label_config)
         self.control = chosen
         self.fields = schema.fields
         self.min_examples = min_examples

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
+from ml_backend.artifacts import Provenance
 from ml_backend.features import (
     LENGTH_FEATURE_NAMES,
     PAIR_FEATURE_NAMES,
@@ -74,8 +75,11 @@ def missed_gold(labels: Sequence[Hashable], gold: Hashable) -> float:
 class DifficultyModel:
     """Ridge regressor from a task (and optional signals) to its expected difficulty in [0, 1]."""
 
-    def __init__(self, label_config: str, *, min_examples: int = 30, embedder: Embedder | None = None) -> None:
+    def __init__(self, label_config: str, *, min_examples: int = 30, embedder: Embedder | None = None,
+                 provenance: Provenance | None = None) -> None:
         self.label_config = label_config
+        # The project and config it is trained for (artifacts.mismatch checks it before the model answers).
+        self.provenance = provenance or Provenance.of(label_config)
         self.fields = parse_label_config(label_config).fields
         self.pair = len(self.fields) >= 2
         self.min_examples = min_examples

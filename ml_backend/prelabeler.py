@@ -85,6 +85,7 @@ class Prelabeler:
         self.model_root = model_root
         self.knowledge = knowledge
         self._classifiers: dict[int, tuple[str, EmbeddingClassifier]] = {}
+        self._ignored: set[tuple[int, str, str, str | None]] = set()  # mismatched artifacts already logged
         self._lock = threading.Lock()
 
     @classmethod
@@ -102,8 +103,10 @@ class Prelabeler:
     def model_version(self) -> str:
         return self.llm.model_version if self.llm else self.zero_shot.model_version
 
-    def classifier(self, project: int | None) -> EmbeddingClassifier | None:
-        """The project's newest trained classifier, loaded once per version."""
+    def classifier(self, project: int | None, label_config: str | None = None,
+                   project_uid: str | None = None) -> EmbeddingClassifier | None:
+        """The project's newest trained classifier, loaded once per version; None when there is none or when
+        it was trained for another Label Studio project or label config (``artifacts.mismatch``)."""
         if project is None:
             return None
         version = artifacts.latest_version(project, CLASSIFIER, root=self.model_root)
@@ -111,50 +114,83 @@ class Prelabeler:
             return None
         with self._lock:
             cached = self._classifiers.get(project)
-            if cached and cached[0] == version:
-                return cached[1]
-        model = artifacts.load(project, CLASSIFIER, version, root=self.model_root)
+        if cached and cached[0] == version:
+            model = cached[1]
+        else:
+            model = artifacts.load(project, CLASSIFIER, version, root=self.model_root)
+            with self._lock:
+                self._classifiers[project] = (version, model)
+        if label_config is None:
+            return model
+        reason = artifacts.mismatch(model, label_config, project_uid)
+        if reason is None:
+            return model
+        key = (project, version, artifacts.config_hash(label_config), project_uid)
         with self._lock:
-            self._classifiers[project] = (version, model)
-        return model
+            first = key not in self._ignored
+            self._ignored.add(key)
+        if first:
+            log.warning("ignoring classifier %s of project %s: %s", version, project, reason)
+        return None
 
-    def version_for(self, project: int | None) -> str:
+    def version_for(self, project: int | None, label_config: str | None = None, project_uid: str | None = None) -> str:
         """What ``/setup`` answers: Label Studio asks for new predictions when this changes."""
         if self.llm:
             return self.llm.model_version
-        model = self.classifier(project)
+        try:
+            model = self.classifier(project, label_config, project_uid)
+        except Exception:  # an unreadable artifact must not fail /setup: zero-shot answers meanwhile
+            log.exception("could not load the classifier of project %s", project)
+            model = None
         return model.model_version if model else self.zero_shot.model_version
 
     def predict(self, tasks: list[dict[str, Any]], label_config: str, project: int | None = None,
-                instructions: str = "") -> list[dict[str, Any]]:
-        """Exactly one prediction per task, in order."""
+                instructions: str = "", project_uid: str | None = None) -> list[dict[str, Any]]:
+        """Exactly one prediction per task, in order.
+
+        A model that fails hands its tasks down the chain (LLM, classifier, zero-shot); when even zero-shot
+        fails a task gets an empty prediction, so Label Studio always gets an answer for every task.
+        """
         tasks = [model_task(t) for t in tasks]
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         if self.llm:
-            examples: list[tuple[dict[str, Any], list[dict]]] = []
-            if self.knowledge is not None and project is not None:
-                known, examples = self.knowledge.context(project, label_config)
-                instructions = instructions or known
-            answers = self.llm.predict(tasks, label_config, project=str(project or ""), instructions=instructions,
-                                       examples=examples)
-            results = list(answers)
+            try:
+                examples: list[tuple[dict[str, Any], list[dict]]] = []
+                if self.knowledge is not None and project is not None:
+                    known, examples = self.knowledge.context(project, label_config)
+                    instructions = instructions or known
+                answers = self.llm.predict(tasks, label_config, project=str(project or ""),
+                                           instructions=instructions, examples=examples)
+                results = list(answers)
+            except Exception:
+                log.exception("LLM pre-labelling failed for project %s: falling back", project)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            fallback = self._embedded([tasks[i] for i in missing], label_config, project)
+            fallback = self._embedded([tasks[i] for i in missing], label_config, project, project_uid)
             for i, prediction in zip(missing, fallback, strict=True):
                 results[i] = prediction
         return [r for r in results if r is not None]
 
-    def _embedded(self, tasks: list[dict[str, Any]], label_config: str, project: int | None) -> list[dict[str, Any]]:
-        model = self.classifier(project)
-        if model is None or not tasks:
+    def _embedded(self, tasks: list[dict[str, Any]], label_config: str, project: int | None,
+                  project_uid: str | None) -> list[dict[str, Any]]:
+        if not tasks:
+            return []
+        try:
+            model = self.classifier(project, label_config, project_uid)
+            if model is not None:
+                return [
+                    {
+                        "result": [choice_region(label_config, model.control.name, list(p.choices))]
+                        if p.choices else [],
+                        "score": round(float(p.score), 4),
+                        "model_version": model.model_version,
+                    }
+                    for p in model.predict(tasks)
+                ]
+        except Exception:
+            log.exception("classifier of project %s failed: zero-shot answers instead", project)
+        try:
             return self.zero_shot.predict(tasks, label_config)
-        predictions = model.predict(tasks)
-        return [
-            {
-                "result": [choice_region(label_config, model.control.name, list(p.choices))] if p.choices else [],
-                "score": round(float(p.score), 4),
-                "model_version": model.model_version,
-            }
-            for p in predictions
-        ]
+        except Exception:
+            log.exception("zero-shot pre-labelling failed for project %s: empty predictions", project)
+            return [{"result": [], "score": 0.0, "model_version": self.zero_shot.model_version} for _ in tasks]

@@ -86,7 +86,8 @@ def setup():
     if pid is not None and isinstance(schema, str):
         _state()["projects"][pid] = {"label_config": schema, "hostname": body.get("hostname")}
     model = _state()["model"]
-    version = model.version_for(pid) if hasattr(model, "version_for") else model.model_version
+    uid = body.get("project") if isinstance(body.get("project"), str) else None
+    version = model.version_for(pid, schema if isinstance(schema, str) else None, uid)
     return jsonify({"model_version": version})
 
 
@@ -107,11 +108,14 @@ def predict():
         return _error("'label_config' is missing and this project was never set up", 400)
     model = _state()["model"]
     pid = project_id(body.get("project"))
+    uid = body.get("project") if isinstance(body.get("project"), str) else None
     try:
-        results = model.predict(tasks, label_config, project=pid)
-    except Exception as exc:  # a broken config must not take the backend down
-        log.exception("predict failed")
-        return _error(f"prediction failed: {exc}", 500)
+        results = model.predict(tasks, label_config, project=pid, project_uid=uid)
+    except Exception:
+        # The model chain falls back on its own; should it still fail, Label Studio gets an empty prediction per
+        # task rather than a 500, which would fail the whole batch for the annotator.
+        log.exception("predict failed for project %s", pid)
+        results = [{"result": [], "score": 0.0, "model_version": model.model_version} for _ in tasks]
     version = results[0]["model_version"] if results else model.model_version
     return jsonify({"results": results, "model_version": version})
 

@@ -1,4 +1,5 @@
 import base64
+from pathlib import Path
 
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
@@ -129,10 +130,11 @@ def test_basic_auth():
                     headers={"Authorization": f"Basic {good}"}).status_code == 200
 
 
-def test_a_trained_classifier_replaces_zero_shot(tmp_path):
-    from ml_backend import artifacts
+RTE_CONFIG = (Path(__file__).parents[1] / "label_configs" / "rte.xml").read_text()
+
+
+def trained_classifier(provenance=None):
     from ml_backend.classifier import EmbeddingClassifier
-    from ml_backend.prelabeler import Prelabeler
 
     words = {"Positive": ["great", "lovely", "wonderful", "superb"], "Negative": ["awful", "dreadful", "poor", "bad"]}
     tasks, labels = [], []
@@ -140,8 +142,16 @@ def test_a_trained_classifier_replaces_zero_shot(tmp_path):
         for i in range(12):
             tasks.append({"data": {"text": f"a {vocabulary[i % 4]} film, {vocabulary[(i + 1) % 4]} acting"}})
             labels.append(label)
-    classifier = EmbeddingClassifier(CONFIG, min_examples=10)
+    classifier = EmbeddingClassifier(CONFIG, min_examples=10, provenance=provenance)
     assert classifier.fit(tasks, labels)
+    return classifier
+
+
+def test_a_trained_classifier_replaces_zero_shot(tmp_path):
+    from ml_backend import artifacts
+    from ml_backend.prelabeler import Prelabeler
+
+    classifier = trained_classifier()
     artifacts.save(7, "classifier", classifier, version=classifier.model_version, root=tmp_path)
     model = Prelabeler(model_root=tmp_path)
     assert model.version_for(7) == classifier.model_version and model.version_for(8) == MODEL_VERSION
@@ -153,6 +163,87 @@ def test_a_trained_classifier_replaces_zero_shot(tmp_path):
     assert result["result"][0]["value"]["choices"] == ["Positive"]
     assert fresh.post("/setup", json={"project": "7.1", "schema": CONFIG}).json["model_version"] == \
         classifier.model_version
+
+
+def test_a_classifier_trained_for_another_label_config_is_ignored(tmp_path, caplog):
+    # The demo trained an RTE classifier for its project 1; a fresh Label Studio's project 1 has a sentiment
+    # config: the backend loaded the RTE model for it and answered 500 ("Name entailment is not found").
+    from ml_backend import artifacts
+    from ml_backend.classifier import EmbeddingClassifier
+    from ml_backend.prelabeler import Prelabeler
+
+    pairs = [({"data": {"text": f"a cat sat {i}", "hypothesis": f"a cat {i}"}}, "1") for i in range(12)]
+    pairs += [({"data": {"text": f"rain fell {i}", "hypothesis": f"the sun shone {i}"}}, "0")
+              for i in range(12)]
+    rte = EmbeddingClassifier(RTE_CONFIG, min_examples=10)
+    assert rte.fit([t for t, _ in pairs], [label for _, label in pairs])
+    artifacts.save(1, "classifier", rte, root=tmp_path)
+    app = create_app(MLSettings(), model=Prelabeler(model_root=tmp_path)).test_client()
+    body = {"tasks": [{"id": 1, "data": {"text": "great"}}], "label_config": CONFIG, "project": "1.1795321032"}
+    with caplog.at_level("WARNING"):
+        reply = app.post("/predict", json=body)
+    assert reply.status_code == 200
+    [result] = reply.json["results"]
+    assert result["model_version"] == MODEL_VERSION and result["result"]
+    assert "another label config" in caplog.text
+    assert app.post("/setup", json={"project": "1.1795321032", "schema": CONFIG}).json["model_version"] == \
+        MODEL_VERSION
+    rte_task = {"id": 2, "data": {"text": "a cat sat 3", "hypothesis": "a cat 3"}}
+    [own] = app.post("/predict", json={"tasks": [rte_task], "label_config": RTE_CONFIG, "project": "1.5"}).json[
+        "results"]
+    assert own["model_version"] == rte.model_version  # legacy artifacts are judged by the config they carry
+
+
+def test_a_classifier_of_another_label_studio_project_is_ignored(tmp_path):
+    from ml_backend import artifacts
+    from ml_backend.prelabeler import Prelabeler
+
+    # Label Studio names a project "<id>.<created_at epoch>" to the backend, as in the captured requests.
+    project = fixture_json("webhook_annotation_created.json")["project"]
+    uid = artifacts.project_uid(project)
+    assert uid == next(r["json_body"]["project"] for r in REQUESTS if r["path"] == "/predict")
+    classifier = trained_classifier(artifacts.Provenance.of(CONFIG, project, "http://localhost:18080"))
+    artifacts.save(2, "classifier", classifier, root=tmp_path)
+    app = create_app(MLSettings(), model=Prelabeler(model_root=tmp_path)).test_client()
+    tasks = [{"id": 1, "data": {"text": "a wonderful, lovely story"}}]
+    same = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": uid}).json["results"]
+    other = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "2.1"}).json["results"]
+    assert same[0]["model_version"] == classifier.model_version
+    assert other[0]["model_version"] == MODEL_VERSION
+
+
+class Broken:
+    model_version = "broken-1"
+
+    def predict(self, *args, **kwargs):
+        raise RuntimeError("model exploded")
+
+
+def test_a_failing_model_falls_back_down_the_chain_and_predict_never_answers_500(tmp_path, monkeypatch):
+    from ml_backend import artifacts
+    from ml_backend.classifier import EmbeddingClassifier
+    from ml_backend.prelabeler import Prelabeler
+
+    classifier = trained_classifier()
+    artifacts.save(3, "classifier", classifier, root=tmp_path)
+    tasks = [{"id": 1, "data": {"text": "a wonderful, lovely story"}}, {"id": 2, "data": {"text": "awful"}}]
+    body = {"tasks": tasks, "label_config": CONFIG, "project": "3.1"}
+
+    model = Prelabeler(llm=Broken(), model_root=tmp_path)  # the LLM raises: the classifier answers
+    app = create_app(MLSettings(), model=model).test_client()
+    assert [r["model_version"] for r in app.post("/predict", json=body).json["results"]] == \
+        [classifier.model_version] * 2
+
+    monkeypatch.setattr(EmbeddingClassifier, "predict", Broken.predict)  # the classifier raises: zero-shot
+    assert [r["model_version"] for r in app.post("/predict", json=body).json["results"]] == [MODEL_VERSION] * 2
+
+    model.zero_shot = Broken()  # zero-shot raises too: an empty prediction per task, still 200
+    reply = app.post("/predict", json=body)
+    assert reply.status_code == 200
+    assert [(r["result"], r["score"]) for r in reply.json["results"]] == [([], 0.0), ([], 0.0)]
+
+    reply = create_app(MLSettings(), model=Broken()).test_client().post("/predict", json=body)
+    assert reply.status_code == 200 and len(reply.json["results"]) == 2
 
 
 def test_llm_answers_and_falls_back_per_task_when_it_has_none():
