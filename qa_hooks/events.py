@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 ANNOTATION_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
@@ -188,6 +189,28 @@ def parse_event(body: Any, digest: str = "") -> Event:
     return Event(action, project, project_info, body_digest=digest)
 
 
+def epoch_seconds(timestamp: str, name: str = "timestamp") -> float:
+    """Unix seconds of an ISO 8601 timestamp (``Z`` allowed); ValueError naming ``name`` when it is not one.
+
+    Never a default: an unreadable time taken as 0 would make that work look older than anything else.
+    """
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"{name} must be an ISO 8601 timestamp, got {timestamp!r}") from None
+
+
+def _timestamp(value: Any, where: str) -> str:
+    """``value`` when it is an ISO 8601 timestamp string; else a 422 naming the field."""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where} must be a timestamp string")
+    try:
+        epoch_seconds(value, where)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
+    return value
+
+
 def _submission(raw: Any, index: int, project: int | None, action: str) -> Submission:
     where = "annotation" if action != "ANNOTATIONS_CREATED" else f"annotation[{index}]"
     ann = _require_dict(raw, where)
@@ -205,9 +228,10 @@ def _submission(raw: Any, index: int, project: int | None, action: str) -> Submi
         result = []
     if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
         raise PayloadError(f"{where}.result must be a list of region objects")
-    updated_at = ann.get("updated_at") or ann.get("created_at")
-    if not isinstance(updated_at, str):
-        raise PayloadError(f"{where}.updated_at must be a timestamp string")
+    created_at = ann.get("created_at")
+    if created_at is not None:
+        created_at = _timestamp(created_at, f"{where}.created_at")
+    updated_at = _timestamp(ann.get("updated_at") or created_at, f"{where}.updated_at")
     unique_id = ann.get("unique_id")
     if not isinstance(unique_id, str) or not unique_id:
         # Older senders have no unique_id: the id plus creation time still names one annotation.
@@ -227,7 +251,7 @@ def _submission(raw: Any, index: int, project: int | None, action: str) -> Submi
         annotator=annotator,
         result=result,
         updated_at=updated_at,
-        created_at=ann.get("created_at") if isinstance(ann.get("created_at"), str) else updated_at,
+        created_at=created_at or updated_at,
         lead_time=float(lead_time) if lead_time is not None else None,
         was_cancelled=bool(ann.get("was_cancelled", False)),
         ground_truth=bool(ann.get("ground_truth", False)),

@@ -12,6 +12,8 @@ Keys (``{p}`` is the key prefix, ``cg`` by default; ``{pid}`` a Label Studio pro
 - ``{p}:p:{pid}:annotators``, ``{p}:p:{pid}:tasks`` (sets): annotators and tasks seen.
 - ``{p}:p:{pid}:task:{tid}`` (hash): the task's ``data`` and ``meta`` (JSON).
 - ``{p}:p:{pid}:annotator:{uid}:lead_times`` / ``{p}:p:{pid}:lead_times`` (lists): the last 100 / 2,000 lead times.
+- ``{p}:p:{pid}:unscored`` (zset): tasks written but not yet scored and routed, by ``{p}:p:{pid}:write_seq``
+  (string), the project's write counter.
 
 Writes are idempotent: a submission version older than the stored one, or one already deleted, changes
 nothing, so a job that runs twice or out of order leaves the same state.
@@ -24,14 +26,13 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from qa_hooks.events import Event, Submission, TaskInfo
+from qa_hooks.events import Event, Submission, TaskInfo, epoch_seconds
 
 # Compare-and-set on updated_at, then index; one round trip and atomic against concurrent workers.
 _UPSERT = """
@@ -45,6 +46,7 @@ redis.call('SET', KEYS[4], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[6], ARGV[6])
 redis.call('SADD', KEYS[7], ARGV[7])
+redis.call('ZADD', KEYS[11], redis.call('INCR', KEYS[10]), ARGV[6])
 if cur[1] then return 2 end
 if ARGV[8] ~= '' then
   redis.call('LPUSH', KEYS[8], ARGV[8])
@@ -65,7 +67,21 @@ redis.call('HSET', key, 'deleted', '1')
 redis.call('ZREM', ARGV[2] .. owner[1] .. ':subs', uid)
 redis.call('ZREM', ARGV[3] .. owner[2] .. ':subs', uid)
 redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), owner[1])
 return owner[1]
+"""
+
+# Clear a task's unscored mark only if no write came after the one its scoring saw (ARGV: task, seq pairs).
+_MARK_SCORED = """
+local cleared = 0
+for i = 1, #ARGV, 2 do
+  local seq = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if seq and tonumber(seq) <= tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    cleared = cleared + 1
+  end
+end
+return cleared
 """
 
 CREATED, UPDATED, STALE = 1, 2, 0
@@ -116,13 +132,6 @@ class Applied:
     then_replies: list[Any] = field(default_factory=list)
 
 
-def _epoch(timestamp: str) -> float:
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
 class SubmissionStore:
     """Adapter between checked events and Redis."""
 
@@ -131,6 +140,7 @@ class SubmissionStore:
         self.prefix = prefix
         self._upsert = LuaScript(_UPSERT)
         self._delete = LuaScript(_DELETE)
+        self._mark_scored = LuaScript(_MARK_SCORED)
 
     def _p(self, project: int) -> str:
         return f"{self.prefix}:p:{project}"
@@ -197,12 +207,14 @@ class SubmissionStore:
             f"{self.prefix}:projects",
             f"{p}:annotator:{sub.annotator}:lead_times",
             f"{p}:lead_times",
+            f"{p}:write_seq",
+            f"{p}:unscored",
         ]
         args = [
             json.dumps(sub.to_dict(), separators=(",", ":")),
             sub.updated_at,
             sub.unique_id,
-            _epoch(sub.created_at),
+            epoch_seconds(sub.created_at, "created_at"),  # ValueError, never epoch 0, for a bad timestamp
             sub.annotator,
             sub.task,
             sub.project,
@@ -217,12 +229,51 @@ class SubmissionStore:
     def delete(self, project: int, annotation_id: int, pipe: Pipeline | None = None) -> int | None:
         """Remove a Label Studio annotation from the indexes; returns its task, or None if unknown."""
         p = self._p(project)
-        keys, args = [f"{p}:annid:{annotation_id}"], [f"{p}:sub:", f"{p}:task:", f"{p}:annotator:"]
+        keys, args = [f"{p}:annid:{annotation_id}", f"{p}:write_seq", f"{p}:unscored"], [f"{p}:sub:", f"{p}:task:",
+                                                                                         f"{p}:annotator:"]
         if pipe is not None:
             self._delete.queue(pipe, keys, args)
             return None
         task = self._delete(self.redis, keys, args)
         return int(task) if task is not None else None
+
+    # -- unscored marks --------------------------------------------------------------------------------------
+    # Every write that changes a task's live submissions marks the task unscored in the same Lua call, with a
+    # per-project sequence number. The job clears the mark only after scoring and routing finished, so a job
+    # that fails after its writes leaves the mark, and its retry (or any later event or reconciliation of the
+    # task) scores the task although the write itself is now a no-op.
+
+    def queue_unscored(self, pipe: Pipeline, project: int, tasks: list[int] | None = None) -> None:
+        """Queue the read of unscored marks (all of the project's, or those of ``tasks``) on ``pipe``;
+        hand its reply to :meth:`unscored_from`."""
+        key = f"{self._p(project)}:unscored"
+        if tasks is None:
+            pipe.zrange(key, 0, -1, withscores=True)
+        elif tasks:
+            pipe.zmscore(key, tasks)
+        else:
+            pipe.echo("")
+
+    @staticmethod
+    def unscored_from(reply: Any, tasks: list[int] | None = None) -> dict[int, float]:
+        """``{task: write sequence}`` from the reply of :meth:`queue_unscored` with the same ``tasks``."""
+        if tasks is None:
+            return {int(task): float(seq) for task, seq in reply}
+        if not tasks:
+            return {}
+        return {task: float(seq) for task, seq in zip(tasks, reply, strict=True) if seq is not None}
+
+    def unscored(self, project: int) -> dict[int, float]:
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_unscored(pipe, project)
+        return self.unscored_from(pipe.execute()[0])
+
+    def mark_scored(self, project: int, seen: dict[int, float]) -> int:
+        """Clear the marks of tasks scored after write ``seen[task]``; a later write keeps its mark."""
+        if not seen:
+            return 0
+        args = [x for task, seq in seen.items() for x in (task, repr(seq))]
+        return int(self._mark_scored(self.redis, [f"{self._p(project)}:unscored"], args))
 
     def save_project(self, project: int, info: dict[str, Any], pipe: Pipeline | None = None) -> None:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items() if v is not None}

@@ -7,7 +7,6 @@ crowdgate's difficulty model left in Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ from routing.stopping import WorkerModel, consensus_posterior, prior_confusion
 __all__ = [
     "CONFUSION_PRIOR_STRENGTH",
     "annotator_state",
-    "epoch",
     "label_values",
     "live_submissions",
     "predicted_difficulty",
@@ -35,17 +33,6 @@ __all__ = [
 
 # Pseudo-labels per true class pulling a confusion matrix towards the policy's prior accuracy.
 CONFUSION_PRIOR_STRENGTH = 3.0
-
-
-def epoch(timestamp: str, name: str = "timestamp") -> float:
-    """Unix seconds of an ISO 8601 timestamp (``Z`` allowed); ValueError naming ``name`` when it is not one.
-
-    Never a default: an unreadable time taken as 0 would make that work look older than any escalation.
-    """
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"{name} must be an ISO 8601 timestamp, got {timestamp!r}") from None
 
 
 def live_submissions(subs: Iterable[Any]) -> list[Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 import scipy.stats  # noqa: F401  Ledger.reliability imports it lazily (~1.5 s): pay at worker start, not mid-escalation
 
+from qa_hooks.events import epoch_seconds
 from qa_hooks.scoring import categorical
 from routing import exam
 from routing.actions import (
@@ -53,7 +54,6 @@ from routing.decisions import (
 )
 from routing.inputs import (
     annotator_state,
-    epoch,
     label_values,
     live_submissions,
     predicted_difficulty,
@@ -262,7 +262,9 @@ def _flag_off_tier(ctx: Context, policy: Policy, project: int, task: int, live: 
     for label in state.labels:
         index = policy.tier_index(label.tier)
         sub = by_id[int(label.annotator_id)]
-        after_escalation = route.escalated_at is not None and epoch(sub.created_at, "created_at") >= route.escalated_at
+        # A bad created_at raises (a clear error, the event retried) rather than passing as the oldest work.
+        given_at = epoch_seconds(sub.created_at, f"created_at of submission {sub.unique_id}")
+        after_escalation = route.escalated_at is not None and given_at >= route.escalated_at
         if index >= required or not (index < policy.first_labeling_index or after_escalation):
             continue
         why = (f"{label.tier} annotator below the required tier {policy.tiers[required].name}"

@@ -1,8 +1,10 @@
 import json
+from dataclasses import replace
 
 import pytest
 
-from qa_hooks.events import KNOWN_ACTIONS, Event, PayloadError, parse_body, parse_event
+from qa_hooks.events import KNOWN_ACTIONS, Event, PayloadError, epoch_seconds, parse_body, parse_event
+from qa_hooks.store import SubmissionStore
 from tests.conftest import fixture_json
 
 
@@ -94,3 +96,33 @@ def test_annotation_fields_are_type_checked():
 def test_project_and_label_link_actions_are_accepted(action):
     event = parse_event({"action": action, "project": {"id": 7, "title": "x"}})
     assert event.project == 7 and event.dedup_keys()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("created_at", "yesterday"), ("created_at", ""), ("created_at", 1700000000),
+     ("updated_at", "2026-13-01T00:00:00Z")],
+)
+def test_an_unparsable_timestamp_is_refused_naming_the_field(field, value):
+    body = fixture_json("webhook_annotation_created.json")
+    body["annotation"][field] = value
+    with pytest.raises(PayloadError) as caught:
+        parse_event(body)
+    assert caught.value.status == 422 and f"annotation.{field}" in caught.value.reason
+
+
+def test_timestamps_parse_to_unix_seconds_or_fail_clearly():
+    assert epoch_seconds("1970-01-01T00:01:00Z") == 60.0
+    assert epoch_seconds("1970-01-01T00:01:00.000000+00:00") == 60.0
+    with pytest.raises(ValueError, match="created_at must be an ISO 8601 timestamp, got 'soon'"):
+        epoch_seconds("soon", "created_at")
+
+
+def test_the_store_refuses_a_submission_with_an_unparsable_time(redis_conn):
+    sub = parse_event(fixture_json("webhook_annotation_created.json")).submissions[0]
+    store = SubmissionStore(redis_conn, "t")
+    with pytest.raises(ValueError, match="created_at"):  # was recorded as epoch 0: older than any escalation
+        store.record(replace(sub, created_at="not a time"))
+    assert store.task_submissions(sub.project, sub.task) == []
+    store.record(sub)
+    assert [s.unique_id for s in store.task_submissions(sub.project, sub.task)] == [sub.unique_id]
