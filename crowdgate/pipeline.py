@@ -20,16 +20,20 @@ from routing.router import after_scoring
 
 
 def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict[str, Any]:
-    """``process_event`` then ``after_scoring``; returns the scoring result with a routing summary."""
+    """``process_event`` with ``after_scoring`` as its routing step; returns the scoring result with a routing
+    summary. The tasks stay marked unscored until routing finished, so a retry completes both."""
     connection = connection or current_connection()
-    result = process_event(event, prefix, connection)
-    if event.get("action") == "TASKS_CREATED":
-        # New tasks with a predicted difficulty may start at a higher tier before anyone labels them.
-        hard = [t["id"] for t in event.get("tasks") or [] if predicted_difficulty(t.get("meta")) is not None]
-        if hard:
-            result = {**result, "tasks": sorted(set(result.get("tasks") or []) | set(hard))}
-    routed = after_scoring(result, prefix, connection)
-    return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}
+
+    def route(result: dict[str, Any]) -> dict[str, Any]:
+        if event.get("action") == "TASKS_CREATED":
+            # New tasks with a predicted difficulty may start at a higher tier before anyone labels them.
+            hard = [t["id"] for t in event.get("tasks") or [] if predicted_difficulty(t.get("meta")) is not None]
+            if hard:
+                result = {**result, "tasks": sorted(set(result.get("tasks") or []) | set(hard))}
+        routed = after_scoring(result, prefix, connection)
+        return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}
+
+    return process_event(event, prefix, connection, route=route)
 
 
 def reconcile_and_route(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[str, int]]:
