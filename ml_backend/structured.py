@@ -16,19 +16,21 @@ labels only the first. Offsets are Python code-point offsets, which is what Labe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
 import uuid
-import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from label_studio_sdk.label_interface import LabelInterface
+from core.label_config import Control, DataObject, LabelConfig
+
+if TYPE_CHECKING:
+    from label_studio_sdk.label_interface import LabelInterface
 
 TEXT_OBJECTS = {"text", "hypertext", "header", "paragraphs", "table"}
 IMAGE_OBJECTS = {"image"}
@@ -47,22 +49,62 @@ class ObjectSpec:
     kind: str  # "text", "image" or "other"
 
 
-@dataclass
-class ControlSpec:
-    """A control tag the model answers."""
+@dataclass(frozen=True)
+class AnswerSpec:
+    """A control the model answers: the config's :class:`Control` and the option names the model sees."""
 
-    name: str
-    tag: str
-    to_name: list[str]
-    labels: list[str] = field(default_factory=list)  # as stored in results (a Choice's alias when it has one)
-    shown: dict[str, str] = field(default_factory=dict)  # stored label -> name shown to the model
-    hints: dict[str, str] = field(default_factory=dict)  # stored label -> its hint attribute
-    multiple: bool = False
-    max_rating: int = 5
-    minimum: float | None = None  # Number bounds
-    maximum: float | None = None
-    paths: list[list[str]] = field(default_factory=list)  # taxonomy: every root-to-node path (stored values)
-    hint: str = ""
+    control: Control
+    shown: Mapping[str, str]  # stored label -> name shown to the model (a Choice's value when it has an alias)
+
+    @property
+    def name(self) -> str:
+        return self.control.name
+
+    @property
+    def tag(self) -> str:
+        """Lower-case control type, as in a region's ``type``."""
+        return self.control.type
+
+    @property
+    def to_name(self) -> tuple[str, ...]:
+        return self.control.to_name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The options as stored in results (a Choice's alias when it has one)."""
+        return self.control.labels
+
+    @property
+    def hints(self) -> dict[str, str]:
+        """Stored label -> its hint attribute."""
+        return {o.value: o.hint for o in self.control.options if o.hint}
+
+    @property
+    def multiple(self) -> bool:
+        return self.control.multiple
+
+    @property
+    def max_rating(self) -> int:
+        high = self.control.high
+        return int(high) if self.control.type == "rating" and high is not None else 5
+
+    @property
+    def minimum(self) -> float | None:
+        """Number bounds."""
+        return self.control.low if self.control.type == "number" else None
+
+    @property
+    def maximum(self) -> float | None:
+        return self.control.high if self.control.type == "number" else None
+
+    @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """Taxonomy: every root-to-node path (stored values)."""
+        return self.control.paths
+
+    @property
+    def hint(self) -> str:
+        return self.control.hint
 
     def show(self, label: str) -> str:
         return self.shown.get(label, label)
@@ -79,8 +121,12 @@ class ControlSpec:
                 return label
         return None
 
-    def path_option(self, path: list[str]) -> str:
+    def path_option(self, path: Sequence[str]) -> str:
         return TAXONOMY_SEP.join(self.show(p) for p in path)
+
+
+# The old name, still imported by prompt.py.
+ControlSpec = AnswerSpec
 
 
 @dataclass
@@ -93,67 +139,20 @@ class ParsedAnswer:
     value_texts: dict[str, list[str]]  # control name -> strings as they appear in the answer JSON
 
 
-def _taxonomy_paths(config: str, name: str) -> list[list[str]]:
-    """Every root-to-node path of a Taxonomy tag (LabelInterface flattens the tree, so read the XML)."""
-    root = ET.fromstring(config)
-    node = next((el for el in root.iter("Taxonomy") if el.get("name") == name), None)
-    paths: list[list[str]] = []
-
-    def walk(el: ET.Element, prefix: list[str]) -> None:
-        for child in el:
-            if child.tag == "Choice" and child.get("value") is not None:
-                path = [*prefix, str(child.get("alias") or child.get("value"))]
-                paths.append(path)
-                walk(child, path)
-
-    if node is not None:
-        walk(node, [])
-    return paths
-
-
-def _taxonomy_names(config: str, name: str) -> dict[str, str]:
-    root = ET.fromstring(config)
-    node = next((el for el in root.iter("Taxonomy") if el.get("name") == name), None)
-    if node is None:
-        return {}
-    return {
-        str(el.get("alias")): str(el.get("value"))
-        for el in node.iter("Choice")
-        if el.get("alias") and el.get("value")
-    }
-
-
-def _headers(config: str) -> list[str]:
-    try:
-        root = ET.fromstring(config)
-    except ET.ParseError:
-        return []
-    out = []
-    for el in root.iter("Header"):
-        text = el.get("value") or (el.text or "").strip()
-        if text and not text.startswith("$"):
-            out.append(text)
-    return out
-
-
 @dataclass
 class ConfigPlan:
     """What an LLM can answer in one label config, and how to turn its answers into regions."""
 
     config: str
     interface: LabelInterface
-    controls: list[ControlSpec]
+    controls: list[AnswerSpec]
     objects: list[ObjectSpec]
     skipped: dict[str, str]  # control name -> why it gets no prediction
     headers: list[str]
 
-    @property
-    def uses_images(self) -> bool:
-        return any(o.kind == "image" for o in self.objects)
-
     # ----- schema ------------------------------------------------------------------------------------
 
-    def control_schema(self, c: ControlSpec) -> dict[str, Any]:
+    def control_schema(self, c: AnswerSpec) -> dict[str, Any]:
         if c.tag == "choices":
             if c.multiple:
                 return {"type": "array", "items": {"type": "string", "enum": c.options}}
@@ -248,7 +247,7 @@ class ConfigPlan:
             value_texts[c.name] = shown
         return ParsedAnswer(regions, problems, values, value_texts)
 
-    def _region(self, c: ControlSpec, value: dict[str, Any], to_name: str | None = None) -> dict[str, Any]:
+    def _region(self, c: AnswerSpec, value: dict[str, Any], to_name: str | None = None) -> dict[str, Any]:
         return {
             "id": uuid.uuid4().hex[:10],
             "from_name": c.name,
@@ -259,7 +258,7 @@ class ConfigPlan:
 
     def _control_regions(
         self,
-        c: ControlSpec,
+        c: AnswerSpec,
         raw: Any,
         texts: dict[str, str],
         restore: Callable[[str], str],
@@ -305,7 +304,7 @@ class ConfigPlan:
             allowed = {c.path_option(p): p for p in c.paths}
             if not all(isinstance(x, str) and x in allowed for x in raw):
                 return None
-            picked = [allowed[x] for x in dict.fromkeys(raw)]
+            picked = [list(allowed[x]) for x in dict.fromkeys(raw)]
             return [self._region(c, {"taxonomy": picked})], tuple(sorted(map(tuple, picked))), list(raw)
         if c.tag == "labels":
             return self._span_regions(c, raw, texts, restore, occurrences, problems)
@@ -313,7 +312,7 @@ class ConfigPlan:
 
     def _span_regions(
         self,
-        c: ControlSpec,
+        c: AnswerSpec,
         raw: Any,
         texts: dict[str, str],
         restore: Callable[[str], str],
@@ -421,93 +420,68 @@ def _object_kind(tag: str) -> str:
     return "other"
 
 
+def _object_spec(o: DataObject) -> ObjectSpec:
+    return ObjectSpec(
+        name=o.name,
+        tag=o.type,
+        value_name=o.data_key,
+        static_value=None if o.data_key is not None else o.value,
+        kind=_object_kind(o.type),
+    )
+
+
+def _skip_reason(ctl: Control, objs: list[ObjectSpec], vision: bool) -> str | None:
+    """Why an LLM gets no question for ``ctl``, or None when it can answer it."""
+    if ctl.type not in SUPPORTED_CONTROLS:
+        return f"{ctl.tag} is not answerable by a text LLM"
+    if ctl.per_region:
+        return "per-region controls need a region first"
+    if not objs:
+        return "no object to read"
+    if any(o.kind == "other" for o in objs):
+        return f"object type {objs[0].tag} is not sent to the model"
+    if any(o.kind == "image" for o in objs) and not vision:
+        return "image input needs a vision model (CROWDGATE_LLM_VISION=on)"
+    if ctl.type == "labels" and objs[0].tag != "text":
+        return "span labels are only located in <Text> objects"
+    if ctl.type in ("choices", "labels") and not ctl.labels:
+        return "options come from task data (dynamic), not supported"
+    if ctl.type == "pairwise" and len(objs) != 2:
+        return "pairwise needs exactly two objects"
+    if ctl.type == "taxonomy" and not ctl.paths:
+        return "taxonomy options come from an API or task data"
+    return None
+
+
+def _answer_spec(ctl: Control) -> AnswerSpec:
+    shown = {o.value: o.shown for o in ctl.options if o.shown}
+    if len(set(shown.get(label, label) for label in ctl.labels)) != len(ctl.labels):
+        shown = {}  # two aliases share a display name: show the stored values instead
+    return AnswerSpec(ctl, MappingProxyType(shown))
+
+
 @lru_cache(maxsize=256)
 def build_plan(config: str, vision: bool = False) -> ConfigPlan:
-    """Parse ``config`` and keep the controls an LLM can answer (images only when ``vision``)."""
-    li = LabelInterface(config)
-    controls: list[ControlSpec] = []
+    """Keep the controls of ``config`` an LLM can answer (images only when ``vision``)."""
+    parsed = LabelConfig.parse(config)
+    controls: list[AnswerSpec] = []
     used: dict[str, ObjectSpec] = {}
     skipped: dict[str, str] = {}
-    for ctl in li.controls:
-        tag = ctl.tag.lower()
-        objs = [
-            ObjectSpec(
-                name=o.name,
-                tag=o.tag.lower(),
-                value_name=o.value_name if o.value_is_variable else None,
-                static_value=None if o.value_is_variable else o.value,
-                kind=_object_kind(o.tag.lower()),
-            )
-            for o in (ctl.objects or [])
-        ]
-        if tag not in SUPPORTED_CONTROLS:
-            skipped[ctl.name] = f"{ctl.tag} is not answerable by a text LLM"
+    for ctl in parsed.controls:
+        objs = [_object_spec(o) for o in ctl.objects]
+        reason = _skip_reason(ctl, objs, vision)
+        if reason is not None:
+            skipped[ctl.name] = reason
             continue
-        if str(ctl.attr.get("perRegion", "false")).lower() == "true":
-            skipped[ctl.name] = "per-region controls need a region first"
-            continue
-        if not objs:
-            skipped[ctl.name] = "no object to read"
-            continue
-        if any(o.kind == "other" for o in objs):
-            skipped[ctl.name] = f"object type {objs[0].tag} is not sent to the model"
-            continue
-        if any(o.kind == "image" for o in objs) and not vision:
-            skipped[ctl.name] = "image input needs a vision model (CROWDGATE_LLM_VISION=on)"
-            continue
-        if tag == "labels" and objs[0].tag != "text":
-            skipped[ctl.name] = "span labels are only located in <Text> objects"
-            continue
-        labels = list(ctl.labels or [])
-        spec = ControlSpec(name=ctl.name, tag=tag, to_name=list(ctl.to_name), labels=labels)
-        spec.hint = str(ctl.attr.get("hint", "") or "")
-        for label, label_tag in (ctl.labels_attrs or {}).items():
-            attrs = getattr(label_tag, "attr", {}) or {}
-            if attrs.get("value"):
-                spec.shown[label] = str(attrs["value"])
-            if attrs.get("hint"):
-                spec.hints[label] = str(attrs["hint"])
-        if tag == "taxonomy":
-            spec.shown.update(_taxonomy_names(config, ctl.name))
-        if len(set(spec.options)) != len(spec.options):
-            spec.shown = {}  # two aliases share a display name: show the stored values instead
-        if tag in ("choices", "labels") and not labels:
-            skipped[ctl.name] = "options come from task data (dynamic), not supported"
-            continue
-        if tag == "choices":
-            spec.multiple = str(ctl.attr.get("choice", "single")).lower() == "multiple"
-        if tag == "rating":
-            spec.max_rating = int(ctl.attr.get("maxRating", 5))
-        if tag == "number":
-            for attr, slot in (("min", "minimum"), ("max", "maximum")):
-                with contextlib.suppress(TypeError, ValueError):
-                    setattr(spec, slot, float(ctl.attr.get(attr)))
-        if tag == "pairwise" and len(objs) != 2:
-            skipped[ctl.name] = "pairwise needs exactly two objects"
-            continue
-        if tag == "taxonomy":
-            spec.paths = _taxonomy_paths(config, ctl.name)
-            if not spec.paths:
-                skipped[ctl.name] = "taxonomy options come from an API or task data"
-                continue
-        controls.append(spec)
+        controls.append(_answer_spec(ctl))
         for o in objs:
             used.setdefault(o.name, o)
     # Send every text the annotator sees (an RTE hypothesis is often linked to no control), plus the images
     # an answerable control reads, in config order so the prompt reads like the labeling screen.
     objects: list[ObjectSpec] = []
-    for o in li.objects:
-        tag = o.tag.lower()
+    for o in parsed.objects:
         if o.name in used:
             objects.append(used[o.name])
-        elif _object_kind(tag) == "text" and controls:
-            objects.append(
-                ObjectSpec(
-                    name=o.name,
-                    tag=tag,
-                    value_name=o.value_name if o.value_is_variable else None,
-                    static_value=None if o.value_is_variable else o.value,
-                    kind="text",
-                )
-            )
-    return ConfigPlan(config, li, controls, objects, skipped, _headers(config))
+        elif _object_kind(o.type) == "text" and controls:
+            objects.append(_object_spec(o))
+    return ConfigPlan(config, parsed.interface, controls, objects, skipped, list(parsed.headers))
