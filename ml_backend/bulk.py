@@ -2,20 +2,20 @@
 
 Label Studio asks ``/predict`` for a task only when someone opens it or runs the Data Manager action; after a
 large import (``TASKS_CREATED`` with at least ``CROWDGATE_PRELABEL_MIN_TASKS`` tasks) crowdgate pre-labels the
-new tasks with the LLM at once and writes the predictions through label-studio-sdk. Progress is kept in the
-job's ``meta["progress"]`` (``done``, ``total``), readable with RQ's own tools (``rq info``, ``Job.fetch``).
+new tasks with the LLM at once and writes the predictions through the Label Studio adapter
+(:class:`core.labelstudio.LabelStudioClient`). Progress is kept in the job's ``meta["progress"]`` (``done``,
+``total``), readable with RQ's own tools (``rq info``, ``Job.fetch``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from label_studio_sdk import LabelStudio
 from rq import get_current_job
 
+from core.labelstudio import LabelStudioClient
 from ml_backend.llm import LLMPredictor
 from ml_backend.prelabeler import Prelabeler
 
@@ -34,19 +34,8 @@ def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
         yield batch
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """SDK objects (pydantic) and plain dicts alike as dicts."""
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    if hasattr(obj, "dict"):
-        return obj.dict()
-    return dict(vars(obj))
-
-
 def prelabel_project(
-    client: Any,
+    client: LabelStudioClient,
     project_id: int,
     predictor: LLMPredictor,
     *,
@@ -58,22 +47,21 @@ def prelabel_project(
     skip_existing: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
-    """Pre-label a whole project through ``label_studio_sdk`` (meant to run as an RQ job).
+    """Pre-label a whole project (meant to run as an RQ job).
 
-    ``client`` is a ``label_studio_sdk.LabelStudio``. Tasks are read with ``client.tasks.list`` (all of them, or
-    those in ``task_ids``), predicted in batches without a deadline, and written with
-    ``client.predictions.create``. Tasks that already hold a prediction of this model version are skipped,
-    so a re-run after a crash resumes. ``progress(done, total)`` is called after every batch.
+    Tasks are read with ``client.tasks`` (all of them, or those in ``task_ids``), predicted in batches without a
+    deadline, and written with ``client.create_prediction``. Tasks that already hold a prediction of this model
+    version are skipped, so a re-run after a crash resumes. ``progress(done, total)`` is called after every batch.
     Returns counts: tasks, predicted, written, skipped, failed.
     """
     if label_config is None or instructions is None:
-        project = _as_dict(client.projects.get(id=project_id))
+        project = client.project(project_id)
         label_config = label_config if label_config is not None else project.get("label_config", "")
         instructions = instructions if instructions is not None else (project.get("expert_instruction") or "")
     # Read through the list API: fetching one task (GET /api/tasks/ID) makes Label Studio call the backend's
     # /predict for it, one task at a time, whenever the project shows collaborators' predictions.
-    tasks = [_as_dict(t) for t in client.tasks.list(project=project_id, fields="all", page_size=100)]
-    if task_ids is not None:
+    tasks = client.tasks(project_id, ids=task_ids)
+    if task_ids is not None:  # the list API's selection, checked again
         wanted = set(task_ids)
         tasks = [t for t in tasks if t.get("id") in wanted]
     version = predictor.model_version
@@ -96,9 +84,8 @@ def prelabel_project(
                 continue
             counts["predicted"] += 1
             try:
-                client.predictions.create(
-                    task=task["id"], result=pred["result"], score=pred["score"], model_version=pred["model_version"]
-                )
+                client.create_prediction(task["id"], pred["result"], score=pred["score"],
+                                         model_version=pred["model_version"])
                 counts["written"] += 1
             except Exception as exc:  # keep going: the next run picks the task up again
                 counts["failed"] += 1
@@ -113,9 +100,9 @@ def prelabel_import(project: int, task_ids: list[int]) -> dict[str, Any]:
     prelabeler = Prelabeler.from_env()
     if prelabeler.llm is None:
         return {"project": project, "skipped": "no LLM configured (CROWDGATE_LLM_MODEL)"}
-    client = LabelStudio(base_url=os.environ["LABEL_STUDIO_URL"], api_key=os.environ["LABEL_STUDIO_API_KEY"])
+    client = LabelStudioClient.from_env()
     job = get_current_job()
-    config = client.projects.get(id=project).label_config
+    config = client.project(project).get("label_config", "")
     instructions, examples = ("", [])
     if prelabeler.knowledge is not None:
         instructions, examples = prelabeler.knowledge.context(project, config)

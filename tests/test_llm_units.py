@@ -239,39 +239,31 @@ def test_answer_from_result_round_trip() -> None:
     assert plan.answer_from_result([]) == {"label": []}
 
 
-# ----- project pre-labelling through the SDK (fake client) -----------------------------------------------------------
+# ----- project pre-labelling through the Label Studio adapter (fake client) -----------------------------------------
 
 
-class FakeSDK:
-    """The parts of label_studio_sdk.LabelStudio that prelabel_project uses."""
+class FakeLabelStudio:
+    """The parts of core.labelstudio.LabelStudioClient that prelabel_project uses."""
 
     def __init__(self, tasks: list[dict[str, Any]], fail_task: int | None = None) -> None:
+        self._tasks = tasks
+        self.fail_task = fail_task
         self.created: list[dict[str, Any]] = []
         self.list_calls: list[dict[str, Any]] = []
-        sdk = self
 
-        class Projects:
-            def get(self, id: int) -> Any:
-                return SimpleNamespace(
-                    model_dump=lambda: {"id": id, "label_config": SENTIMENT, "expert_instruction": "Be strict."}
-                )
+    def project(self, project: int) -> dict[str, Any]:
+        return {"id": project, "label_config": SENTIMENT, "expert_instruction": "Be strict."}
 
-        class Tasks:
-            def list(self, **kwargs: Any) -> Any:
-                sdk.list_calls.append(kwargs)
-                return iter(tasks)
+    def tasks(self, project: int, ids: Any = None) -> list[dict[str, Any]]:
+        self.list_calls.append({"project": project, "ids": ids})
+        return [t for t in self._tasks if ids is None or t["id"] in set(ids)]
 
-            def get(self, id: int) -> dict[str, Any]:
-                return next(t for t in tasks if t["id"] == id)
-
-        class Predictions:
-            def create(self, **kwargs: Any) -> dict[str, Any]:
-                if kwargs["task"] == fail_task:
-                    raise RuntimeError("HTTP 500")
-                sdk.created.append(kwargs)
-                return {"id": len(sdk.created), **kwargs}
-
-        self.projects, self.tasks, self.predictions = Projects(), Tasks(), Predictions()
+    def create_prediction(self, task: int, result: list[dict[str, Any]], score: float | None = None,
+                          model_version: str | None = None) -> int:
+        if task == self.fail_task:
+            raise RuntimeError("HTTP 500")
+        self.created.append({"task": task, "result": result, "score": score, "model_version": model_version})
+        return len(self.created)
 
 
 def test_prelabel_project_writes_predictions_in_batches() -> None:
@@ -281,24 +273,23 @@ def test_prelabel_project_writes_predictions_in_batches() -> None:
         tasks = [{"id": i, "data": {"text": "good" if i % 2 else "bad"}, "predictions": []} for i in range(1, 8)]
         tasks[0]["predictions"] = [{"model_version": p.model_version, "result": []}]  # done by an earlier run
         tasks[1]["predictions"] = [{"model_version": "other-model", "result": []}]
-        sdk = FakeSDK(tasks, fail_task=5)
+        sdk = FakeLabelStudio(tasks, fail_task=5)
         progress: list[tuple[int, int]] = []
         counts = prelabel_project(sdk, 3, p, batch_size=4, progress=lambda d, t: progress.append((d, t)))
         assert counts == {"tasks": 7, "predicted": 6, "written": 5, "skipped": 1, "failed": 1}
         assert progress == [(0, 6), (4, 6), (6, 6)]
-        assert sdk.list_calls[0]["project"] == 3 and sdk.list_calls[0]["fields"] == "all"
+        assert sdk.list_calls == [{"project": 3, "ids": None}]
         assert sorted(c["task"] for c in sdk.created) == [2, 3, 4, 6, 7]
         first = next(c for c in sdk.created if c["task"] == 3)
         assert first["result"][0]["value"]["choices"] == ["Positive"]
         assert first["model_version"] == p.model_version and 0 <= first["score"] <= 1
         # The project's expert_instruction went into the prompt.
         assert "Be strict." in stub.requests[0]["messages"][0]["content"]
-        # Selected tasks only, still read through the list API: fetching a single task would make Label
-        # Studio call the backend's /predict itself, one task at a time.
-        sdk2 = FakeSDK(tasks)
-        sdk2.tasks.get = None  # never called
+        # Selected tasks only, read in one listing (fetching a single task would make Label Studio call the
+        # backend's /predict itself, one task at a time).
+        sdk2 = FakeLabelStudio(tasks)
         counts = prelabel_project(sdk2, 3, p, task_ids=[2, 3], label_config=SENTIMENT, instructions="")
-        assert counts["written"] == 2 and counts["tasks"] == 2 and len(sdk2.list_calls) == 1
+        assert counts["written"] == 2 and counts["tasks"] == 2 and sdk2.list_calls == [{"project": 3, "ids": [2, 3]}]
 
 
 def test_number_control_bounds() -> None:
