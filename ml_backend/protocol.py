@@ -20,6 +20,7 @@ from rq import Queue, Retry
 
 from ml_backend.bulk import prelabel_import
 from ml_backend.config import MLSettings
+from ml_backend.new_tasks import difficulty_job, has_difficulty_model
 from ml_backend.prelabeler import Prelabeler
 from ml_backend.training import ML_QUEUE, train_job
 
@@ -141,17 +142,22 @@ def webhook():
         except redis.RedisError as exc:
             return _error(f"could not queue the training job: {exc}", 503)
         return jsonify({"status": "queued", "action": action, "job": job}), 201
-    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here a large
-    # import is pre-labelled in the background, and annotations count towards the next retraining.
-    has_llm = getattr(_state()["model"], "llm", None) is not None
-    if action == "TASKS_CREATED" and pid is not None and trainer is not None and has_llm:
+    # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here new tasks
+    # get a difficulty from the project's model and a large import is pre-labelled in the background, and
+    # annotations count towards the next retraining.
+    if action == "TASKS_CREATED" and pid is not None and trainer is not None:
         ids = [t["id"] for t in body.get("tasks") or [] if isinstance(t, dict) and isinstance(t.get("id"), int)]
-        if len(ids) >= _state()["settings"].prelabel_min_tasks:
-            try:
-                job = trainer.prelabel(pid, ids)
-            except redis.RedisError as exc:
-                return _error(f"could not queue pre-labelling of the import: {exc}", 503)
-            return jsonify({"status": "queued", "action": action, "prelabel": job}), 200
+        has_llm = getattr(_state()["model"], "llm", None) is not None
+        queued: dict[str, str] = {}
+        try:
+            if ids and has_difficulty_model(pid, getattr(_state()["model"], "model_root", None)):
+                queued["difficulty"] = trainer.difficulty(pid, ids)
+            if has_llm and len(ids) >= _state()["settings"].prelabel_min_tasks:
+                queued["prelabel"] = trainer.prelabel(pid, ids)
+        except redis.RedisError as exc:
+            return _error(f"could not queue work on the import: {exc}", 503)
+        if queued:
+            return jsonify({"status": "queued", "action": action, **queued}), 200
     if action in {"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED"} and pid is not None \
             and trainer is not None:
         try:
@@ -170,7 +176,8 @@ def versions():
 
 class Trainer:
     """Queues the backend's slow work: ``train_job`` on START_TRAINING and after every ``every`` annotations,
-    ``prelabel_import`` after a large import."""
+    ``difficulty_job`` for new tasks of a project with a difficulty model, ``prelabel_import`` after a large
+    import."""
 
     def __init__(self, connection: redis.Redis, prefix: str, every: int) -> None:
         self.redis = connection
@@ -187,6 +194,12 @@ class Trainer:
     def prelabel(self, project: int, task_ids: list[int]) -> str:
         job = self.queue.enqueue(prelabel_import, project, task_ids, job_timeout=6 * 3600,
                                  retry=Retry(max=2, interval=60), description=f"pre-label import of project {project}")
+        return job.id
+
+    def difficulty(self, project: int, task_ids: list[int]) -> str:
+        job = self.queue.enqueue(difficulty_job, project, task_ids, self.prefix, job_timeout=1800,
+                                 retry=Retry(max=2, interval=60),
+                                 description=f"difficulty of new tasks of project {project}")
         return job.id
 
     def count(self, project: int, annotations: int) -> str | None:

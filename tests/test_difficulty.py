@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,3 +121,75 @@ def test_too_little_data_and_versions(tmp_path, monkeypatch):
     loaded._embedder = hashed_embedder
     assert loaded.model_version == model.model_version
     assert np.allclose(loaded.predict(tasks[:5]), model.predict(tasks[:5]))
+
+
+class FakeLabelStudio:
+    """The Label Studio adapter's calls that writing difficulty of new tasks uses (tasks read, data written)."""
+
+    url = "http://labelstudio.test"
+
+    def __init__(self, project: dict, tasks: list[dict]) -> None:
+        self.info = project
+        self.stored = {t["id"]: t for t in tasks}
+        self.written: dict[int, dict] = {}
+        self.http = self  # training's writer PATCHes through the adapter's session
+
+    def project(self, project: int) -> dict:
+        return self.info
+
+    def tasks(self, project: int, ids=None) -> list[dict]:
+        return [t for i, t in self.stored.items() if ids is None or i in set(ids)]
+
+    def replace_task_data(self, task: int, data: dict) -> dict:
+        self.written[task] = data
+        return {"id": task, "data": data}
+
+    def patch(self, url: str, json: dict, timeout: float = 0):
+        task = int(url.rstrip("/").rsplit("/", 1)[1])
+        self.replace_task_data(task, json["data"])
+        return SimpleNamespace(ok=True, status_code=200, text="")
+
+
+def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tmp_path, redis_service, redis_conn):
+    from rq import Queue
+
+    from ml_backend.app import create_app
+    from ml_backend.config import MLSettings
+    from ml_backend.new_tasks import difficulty_job, predict_new_tasks
+    from ml_backend.prelabeler import Prelabeler
+    from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
+
+    record = {"id": 4, "label_config": PAIR, "created_at": "2026-11-22T04:17:12.218819Z"}
+    model = DifficultyModel(PAIR, embedder=hashed_embedder, min_examples=30,
+                            provenance=artifacts.Provenance.of(PAIR, record, FakeLabelStudio.url))
+    tasks, y = synthetic_pairs(40, seed=2)
+    assert model.fit(tasks, y)
+    artifacts.save(4, "difficulty", model, root=tmp_path)
+
+    # The import reaches the backend's /webhook, which queues the job (a project without a model gets none).
+    app = create_app(MLSettings(redis_url=redis_service.url, key_prefix="t"),
+                     model=Prelabeler(model_root=tmp_path)).test_client()
+    reply = app.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4},
+                                       "tasks": [{"id": 11}, {"id": 12}]})
+    assert reply.status_code == 200 and reply.json["difficulty"]
+    [job] = Queue(ML_QUEUE, connection=redis_conn).jobs
+    assert job.func is difficulty_job and job.args == (4, [11, 12], "t")
+    assert "difficulty" not in app.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 5},
+                                                          "tasks": [{"id": 13}]}).json
+
+    new = [{"id": 11, "data": {"text": "Alice met Boris in Paris.", "hypothesis": "Alice met Boris."}},
+           {"id": 12, "data": {"text": "Chen left Oslo.", "hypothesis": "Greta and Hiro arrived in Lima."}}]
+    client = FakeLabelStudio(record, new)
+    report = predict_new_tasks(4, [11, 12], client, "t", redis_conn, model_root=tmp_path)
+    assert report["difficulty"] == model.model_version and report["difficulty_written"] == 2
+    stored = {int(k): float(v) for k, v in redis_conn.hgetall("t:p:4:difficulty").items()}
+    assert set(stored) == {11, 12} and all(0.0 <= v <= 1.0 for v in stored.values())
+    for task in new:  # written like training writes it: the whole data, plus the field
+        assert client.written[task["id"]] == {**task["data"], DIFFICULTY_FIELD: round(stored[task["id"]], 4)}
+
+    # The same project id in another Label Studio (another creation time) or another config: not used.
+    other = FakeLabelStudio({**record, "created_at": "2027-01-01T00:00:00Z"}, new)
+    assert "trained for Label Studio project" in predict_new_tasks(4, [11], other, "t", None, tmp_path)["skipped"]
+    changed = FakeLabelStudio({**record, "label_config": SINGLE}, new)
+    assert "label config" in predict_new_tasks(4, [11], changed, "t", None, tmp_path)["skipped"]
+    assert not other.written and not changed.written
