@@ -145,7 +145,7 @@ class Prelabeler:
         return model.model_version if model else self.zero_shot.model_version
 
     def predict(self, tasks: list[dict[str, Any]], label_config: str, project: int | None = None,
-                instructions: str = "", project_uid: str | None = None) -> list[dict[str, Any]]:
+                project_uid: str | None = None) -> list[dict[str, Any]]:
         """Exactly one prediction per task, in order.
 
         A model that fails hands its tasks down the chain (LLM, classifier, zero-shot); when even zero-shot
@@ -155,10 +155,9 @@ class Prelabeler:
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         if self.llm:
             try:
-                examples: list[tuple[dict[str, Any], list[dict]]] = []
+                instructions, examples = "", []
                 if self.knowledge is not None and project is not None:
-                    known, examples = self.knowledge.context(project, label_config)
-                    instructions = instructions or known
+                    instructions, examples = self.knowledge.context(project, label_config)
                 answers = self.llm.predict(tasks, label_config, project=str(project or ""),
                                            instructions=instructions, examples=examples)
                 results = list(answers)

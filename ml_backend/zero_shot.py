@@ -34,9 +34,7 @@ def _option_texts(label_config: str, control: str, labels: tuple[str, ...]) -> l
 class ZeroShotChoices:
     model_version = MODEL_VERSION
 
-    def predict(
-        self, tasks: list[dict[str, Any]], label_config: str, project: int | None = None
-    ) -> list[dict[str, Any]]:
+    def predict(self, tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
         """One prediction per task, in order: ``result`` regions, ``score``, ``model_version``."""
         targets = choice_targets(label_config)
         results: list[list[dict[str, Any]]] = [[] for _ in tasks]
