@@ -1,16 +1,27 @@
 """Start an RQ worker with crowdgate's queues and settings, RQ's scheduler included (retries, periodic jobs).
 
     crowdgate-worker         # listens on REDIS_URL to crowdgate's queues
+
+The worker outlives Redis: RQ's own loop quits on a Redis timeout (and its teardown then raises), so
+:func:`supervise` waits for Redis to answer again and starts a fresh worker, until it is asked to stop.
+A job abandoned by a worker that was killed is retried by RQ's maintenance once its execution entry expires:
+the job's timeout plus :data:`ABANDONED_AFTER_S`, checked every :data:`MAINTENANCE_INTERVAL_S` (an event job,
+with its 30 s timeout, is picked up again within about a minute).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker
+from rq.defaults import DEFAULT_WORKER_TTL
 
 from ml_backend.training import ML_QUEUE
 from qa_hooks.config import EVENTS_QUEUE
@@ -19,19 +30,90 @@ from routing.runtime import ROUTING_QUEUE
 # Events first: a decision needs the scored submission; routing actions follow on their own queue, and model
 # training (slow, rare) comes last. Run more workers, or one per queue (`crowdgate-worker QUEUE`), to scale.
 QUEUES = (os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE), ROUTING_QUEUE, ML_QUEUE)
+MAINTENANCE_INTERVAL_S = 15
+ABANDONED_AFTER_S = 10
+MAX_BACKOFF_S = 30.0
+log = logging.getLogger(__name__)
+
+
+class _Supervised:
+    """Remembers whether the worker was asked to stop (SIGTERM, SIGINT), as against losing Redis."""
+
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ checks for maintenance only between blocking pops of up to worker_ttl - 15 s (405 s): wait no
+        # longer than the maintenance interval, so abandoned jobs are looked for on time.
+        return min(super().dequeue_timeout, MAINTENANCE_INTERVAL_S)  # type: ignore[misc]
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        # An in-process job sends no heartbeat while it runs, so its entry must outlive its timeout; RQ adds
+        # 60 s on top, which with its 10-minute maintenance left an abandoned job waiting up to 14 minutes.
+        if job.timeout == -1:
+            return DEFAULT_WORKER_TTL
+        return int(job.timeout or DEFAULT_WORKER_TTL) + ABANDONED_AFTER_S
+
+
+class CrowdgateWorker(_Supervised, SimpleWorker):
+    """Runs jobs in-process (crowdgate's jobs are short and idempotent)."""
+
+
+class ForkingCrowdgateWorker(_Supervised, Worker):
+    """Forks a process per job (isolation, about 5x slower)."""
+
+
+def _wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
+    delay = 1.0
+    while not stop.wait(delay):
+        try:
+            connection.ping()
+            return
+        except redis.RedisError as exc:
+            log.warning("Redis still unreachable (%s): next try in %.0f s", exc, delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+def supervise(make_worker: Callable[[], CrowdgateWorker | ForkingCrowdgateWorker], connection: redis.Redis,
+              burst: bool = False) -> int:
+    """Run workers one after another until one is asked to stop (or, with ``burst``, runs out of work)."""
+    stop = threading.Event()
+    while True:
+        worker = make_worker()
+        try:
+            worker.work(with_scheduler=True, burst=burst)
+        except redis.RedisError as exc:  # RQ's teardown talks to the Redis that just went away
+            log.error("worker %s lost Redis: %s", worker.name, exc)
+        if burst or worker.stop_asked:
+            return 0
+        # RQ's handlers stay installed and would stop a worker that is gone: ours end the wait instead.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        log.error("worker %s stopped without being asked to: waiting for Redis, then starting a new one",
+                  worker.name)
+        _wait_for_redis(connection, stop)
+        if stop.is_set():
+            return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("CROWDGATE_LOG_LEVEL", "INFO"))
     connection = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    queues = [Queue(name, connection=connection) for name in (argv or QUEUES)]
+    names = argv or QUEUES
     # RQ forks a process per job by default: ~27 jobs/s here against ~150 in-process (measured on the same
     # queue). crowdgate's jobs are short and idempotent, so they run in-process unless forking is asked for.
-    worker_class = Worker if os.environ.get("CROWDGATE_WORKER_FORK") == "1" else SimpleWorker
-    worker = worker_class(queues, connection=connection)
-    worker.work(with_scheduler=True, burst=os.environ.get("CROWDGATE_WORKER_BURST") == "1")
-    return 0
+    worker_class = ForkingCrowdgateWorker if os.environ.get("CROWDGATE_WORKER_FORK") == "1" else CrowdgateWorker
+
+    def make_worker() -> CrowdgateWorker | ForkingCrowdgateWorker:
+        queues = [Queue(name, connection=connection) for name in names]
+        return worker_class(queues, connection=connection, maintenance_interval=MAINTENANCE_INTERVAL_S)
+
+    return supervise(make_worker, connection, burst=os.environ.get("CROWDGATE_WORKER_BURST") == "1")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 FAILED_JOB_TTL_S = 30 * 24 * 3600
 # Scoring one event takes milliseconds; the timeout also bounds how long a job abandoned by a killed worker
 # waits before RQ's maintenance retries it (see crowdgate.worker).
-EVENT_JOB_TIMEOUT_S = 60
+EVENT_JOB_TIMEOUT_S = 30
 
 
 class Inbox:
