@@ -33,7 +33,7 @@ from qa_hooks.events import Event, Submission
 from qa_hooks.store import SubmissionStore
 from qa_hooks.truth import DawidSkene, majority_vote
 from scripts.crowd_sets import available, external_dir, load_gold, load_labels
-from scripts.replay import replay
+from scripts.replay import replay, replay_stamp
 from scripts.services import start_redis
 
 
@@ -43,7 +43,7 @@ def record_only_rate(dataset: str, connection: redis.Redis, limit: int = 3000) -
     store = SubmissionStore(connection, "baseline")
     started = time.perf_counter()
     for i, row in enumerate(labels.itertuples(index=False)):
-        stamp = f"2026-01-01T00:00:{i:09d}Z"
+        stamp = replay_stamp(i)
         sub = Submission(project=1, task=hash(row.task) % 100_000, annotation_id=i + 1, unique_id=f"b{i}",
                          annotator=hash(row.worker) % 100_000,
                          result=[{"from_name": "label", "to_name": "text", "type": "choices",

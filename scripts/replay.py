@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -32,6 +33,7 @@ from scripts.services import start_redis
 
 PROJECT = 1
 CONTROL = "label"
+REPLAY_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def label_config_for(classes: list[str]) -> str:
@@ -60,6 +62,12 @@ class ReplayResult:
         ours = [self.reliabilities[w].mean for w in workers]
         truth = [self.true_accuracy[w] for w in workers]
         return float(spearmanr(ours, truth).statistic)
+
+
+def replay_stamp(i: int) -> str:
+    """The ``i``-th replayed label's timestamp: one millisecond apart, fixed width, so string order is time
+    order (the store compares ``updated_at`` as strings), as Label Studio's are."""
+    return (REPLAY_EPOCH + timedelta(milliseconds=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def replay(
@@ -93,7 +101,7 @@ def replay(
 
     started = time.perf_counter()
     for i, row in enumerate(labels.itertuples(index=False)):
-        stamp = f"2026-01-01T00:00:{i:09d}Z"  # ordered like Label Studio's updated_at
+        stamp = replay_stamp(i)
         sub = Submission(
             project=PROJECT, task=task_ids[row.task], annotation_id=i + 1, unique_id=f"r{i}",
             annotator=worker_ids[row.worker],
