@@ -27,12 +27,12 @@ from typing import Any
 
 import redis
 
+from core.labelstudio import ENTERPRISE, LabelStudioClient, LabelStudioError, user_id
 from qa_hooks.scoring import categorical, label_of
 from routing import exam
 from routing.assignment import Candidate, choose_annotator
 from routing.decisions import AnnotatorAction, SlaAction, TaskState, check_sla
 from routing.inputs import live_submissions
-from routing.labelstudio import ENTERPRISE, LabelStudioAPI, LabelStudioError, user_id
 from routing.policy import Policy
 from routing.runtime import Context, enqueue_action, job_id, labelstudio, unless_gone
 from routing.state import TaskRoute
@@ -205,7 +205,7 @@ def _route_to(ctx: Context, project: int, task: int, tier: str, route: TaskRoute
     return outcome
 
 
-def _ensure_tier_project(ctx: Context, api: LabelStudioAPI, project: int, tier: str) -> int:
+def _ensure_tier_project(ctx: Context, api: LabelStudioClient, project: int, tier: str) -> int:
     """The escalation project of ``tier`` for ``project``, created once (same label config, one annotation
     per task, earlier answers attached as predictions but not shown, crowdgate's webhook copied)."""
     found = ctx.state.tier_project(project, tier)
@@ -237,7 +237,7 @@ def _ensure_tier_project(ctx: Context, api: LabelStudioAPI, project: int, tier: 
 
 
 
-def _community_route(ctx: Context, api: LabelStudioAPI, project: int, task: int, tier: str, route: TaskRoute,
+def _community_route(ctx: Context, api: LabelStudioClient, project: int, task: int, tier: str, route: TaskRoute,
                      email: str | None) -> tuple[int, int]:
     tier_project = _ensure_tier_project(ctx, api, project, tier)
     if route.tier_project and route.tier_task and route.tier_project != tier_project:

@@ -26,7 +26,8 @@ from typing import Any
 
 import redis
 
-from routing.labelstudio import LabelStudioAPI, offer_token
+from core.labelstudio import LabelStudioClient, offer_token
+from core.task_lock import TaskDataLock
 from routing.policy import Policy
 from routing.runtime import Context, enqueue_action, job_id, labelstudio, unless_gone
 from routing.state import AnnotatorRecord
@@ -142,7 +143,7 @@ def _still_served(ctx: Context, project: int, tasks: Iterable[int]) -> list[int]
     return out
 
 
-def set_offer(api: LabelStudioAPI, task: int, email: str, on: bool) -> bool:
+def set_offer(api: LabelStudioClient, task: int, email: str, on: bool) -> bool:
     """Add ``email`` to (or remove it from) a task's ``data.crowdgate_exam``; True when the task changed.
 
     PATCH replaces the whole ``data``, so the caller holds the task's lock across the read and the write.
@@ -198,9 +199,10 @@ def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str 
         if want and view is None:
             view = api.offer_view(project, email, EXAM_FIELD)
             ctx.state.set_exam_view(project, email, view)
+        task_lock = TaskDataLock(ctx.connection, prefix)
         for task in added + removed:
-            # Every offer of a gold task lives in one data field: one writer per task at a time.
-            with ctx.connection.lock(f"{prefix}:r:lock:taskdata:{task}", timeout=60, blocking_timeout=30):
+            # Every offer of a gold task lives in one data field, beside training's difficulty: one writer at a time.
+            with task_lock.hold(task):
                 set_offer(api, task, email, task in added)
         ctx.state.set_offered(project, annotator, want)
         ctx.audit.record("action", "offer_gold", project, None, [annotator], reason or why,

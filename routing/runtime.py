@@ -20,11 +20,11 @@ import redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 
+from core.labelstudio import LabelStudioClient, LabelStudioError
 from qa_hooks.jobs import current_connection
 from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
 from routing.audit import AuditLog
-from routing.labelstudio import LabelStudioAPI, LabelStudioError
 from routing.state import RoutingState
 
 __all__ = [
@@ -48,11 +48,12 @@ RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 RESULT_TTL_S = 24 * 3600  # keeps a finished job's id, so RQ refuses the same action for a day
 FAILED_TTL_S = 30 * 24 * 3600
 
-_api: LabelStudioAPI | None = None
-_api_factory: Callable[[], LabelStudioAPI] = LabelStudioAPI.from_env
+_api: LabelStudioClient | None = None
+_api_factory: Callable[[], LabelStudioClient] = LabelStudioClient.from_env
 
 
-def set_labelstudio(api: LabelStudioAPI | None = None, factory: Callable[[], LabelStudioAPI] | None = None) -> None:
+def set_labelstudio(api: LabelStudioClient | None = None,
+                    factory: Callable[[], LabelStudioClient] | None = None) -> None:
     """Use ``api`` (or build one with ``factory``) for the actions run in this process (tests, scripts)."""
     global _api, _api_factory
     _api = api
@@ -60,7 +61,7 @@ def set_labelstudio(api: LabelStudioAPI | None = None, factory: Callable[[], Lab
         _api_factory = factory
 
 
-def labelstudio() -> LabelStudioAPI:
+def labelstudio() -> LabelStudioClient:
     """The Label Studio client of this process, built from the environment on first use."""
     global _api
     if _api is None:
@@ -126,7 +127,7 @@ class Context:
                     out[a] = ", ".join(f.name for f in signals)
         return out
 
-    def edition(self, api: LabelStudioAPI, project: int) -> str:
+    def edition(self, api: LabelStudioClient, project: int) -> str:
         """Community or Enterprise behind ``project``: probed once, then shared by every worker for an hour."""
         found = self.state.edition(project)
         if found is None:
@@ -134,7 +135,7 @@ class Context:
             self.state.set_edition(project, found)
         return found
 
-    def emails(self, api: LabelStudioAPI, users: Iterable[int]) -> dict[int, str | None]:
+    def emails(self, api: LabelStudioClient, users: Iterable[int]) -> dict[int, str | None]:
         """Users' e-mails from the cache, which is refreshed from Label Studio when one is missing."""
         people = list(users)
         known = self.state.emails(people)

@@ -10,20 +10,20 @@ from typing import Any
 
 import pytest
 
+from core.labelstudio import offer_token
 from crowdgate.pipeline import handle_event
 from qa_hooks.events import Event, TaskInfo
 from routing import exam
 from routing.audit import AuditLog
-from routing.labelstudio import offer_token
 from routing.runtime import set_labelstudio
 from routing.state import RoutingState
+from tests.fake_labelstudio import TASK_IDS
 from tests.test_routing_jobs import (
     CONFIG,
     EMAILS,
     POLICY,
     PREFIX,
     SOURCE,
-    TASK_IDS,
     FakeLabelStudio,
     run_jobs,
     submit,

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from core.labelstudio import LabelStudioClient, user_id
 from ml_backend.labeling import choice_region
 from qa_hooks.ledger import Ledger
 from routing import exam
 from routing.audit import AuditLog
-from routing.labelstudio import LabelStudioAPI, user_id
 from routing.state import RoutingState
 from scripts.seed import Seeder, label_config
 from tests.conftest import crowdgate_stack
@@ -71,7 +71,7 @@ def stack(redis_service, log_dir, labelstudio):
 @pytest.fixture(scope="module")
 def people(labelstudio):
     """Annotators with a login and their own token (invite signup), keyed by letter."""
-    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    admin = LabelStudioClient(labelstudio.url, labelstudio.token)
     return {who: admin.invite_annotator(f"{who.lower()}@routing.test", PASSWORD) for who in "ABCDEFGH"}
 
 
@@ -98,7 +98,7 @@ def test_disagreement_goes_to_tier2_and_comes_back_final(labelstudio, stack, peo
     a, b, c, e = people["A"], people["B"], people["C"], people["E"]
     for person, tier in ((a, "tier1"), (b, "tier1"), (e, "tier1"), (c, "tier2")):
         state.set_tier(project, person.id, tier)
-    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    admin = LabelStudioClient(labelstudio.url, labelstudio.token)
     as_user = {p.email: admin.as_user(p.token) for p in (a, b, c, e)}
     tier1 = [a, b, e]
 
@@ -171,7 +171,7 @@ def test_exam_and_dynamic_overlap(labelstudio, stack, people, tmp_path):
     a, b, d, e, f, g, h = (people[x] for x in "ABDEFGH")
     for person in (a, b, e, g, h):
         state.set_tier(project, person.id, "tier1")
-    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    admin = LabelStudioClient(labelstudio.url, labelstudio.token)
 
     gold = ["Positive", "Negative", "Positive", "Negative", "Positive", "Negative"]
     gold_tasks = seeder.import_tasks(project, [{"data": {"text": f"gold {i}"}, "meta": {"gold": g}}
@@ -232,7 +232,7 @@ def test_why_escalation_projects_and_not_views_alone(labelstudio, people):
     """The measured reason behind the Community design: a per-annotator view filters what "label tasks as
     displayed" serves, but reopening a task in the source project puts it back in every plain /next/ ("Label
     All Tasks"), so a tier-1 annotator would get it. An escalation project leaves the source task closed."""
-    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    admin = LabelStudioClient(labelstudio.url, labelstudio.token)
     c, e = people["C"], people["E"]
     project = admin.create_project("views alone", CONFIG, maximum_annotations=2)  # two may hold it at once
     task = admin.import_tasks(project, [{"data": {"text": "for C only", "assigned_to": c.email}}])[0]
@@ -245,7 +245,7 @@ def test_why_escalation_projects_and_not_views_alone(labelstudio, people):
 def test_a_newcomer_gets_gold_first_from_their_exam_view(labelstudio, stack, people, tmp_path):
     web, _worker, connection = stack
     seeder, project = new_project(labelstudio, web, connection, "routing exam view", tmp_path)
-    admin = LabelStudioAPI(labelstudio.url, labelstudio.token)
+    admin = LabelStudioClient(labelstudio.url, labelstudio.token)
     newcomer = people["C"]  # no tier in this project: the exam tier
     real = seeder.import_tasks(project, [{"data": {"text": f"real {i}"}} for i in range(3)])  # lower ids
     gold = seeder.import_tasks(project, [{"data": {"text": f"gold {i}"}, "meta": {"gold": "Positive"}}

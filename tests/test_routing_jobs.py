@@ -7,7 +7,6 @@ same jobs against the real server.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +16,15 @@ from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
 import routing
+from core.labelstudio import COMMUNITY, ENTERPRISE, LabelStudioError
 from crowdgate.pipeline import handle_event
 from ml_backend.labeling import choice_region
 from qa_hooks.events import Event, Submission, TaskInfo
 from routing.audit import AuditLog
-from routing.labelstudio import COMMUNITY, ENTERPRISE, LabelStudioError
 from routing.router import STOP_THRESHOLD_TTL_S
 from routing.state import RoutingState
 from scripts.seed import label_config
+from tests.fake_labelstudio import FakeLabelStudio as SharedFake
 
 CONFIG = label_config("text_classification")
 PREFIX = "t"
@@ -42,135 +42,15 @@ sla: {deadline_seconds: 60}
 LADDER = POLICY.replace("  - {name: tier2, final_say: true}",
                         "  - {name: tier2}\n  - {name: reviewer, final_say: true}")
 EMAILS = {i: f"u{i}@x.test" for i in range(1, 20)}
-TASK_IDS = itertools.count(1000)  # ids of everything the fake creates
 
 
-class FakeLabelStudio:
-    """Just enough of Label Studio's API for the routing jobs, with a log of every write."""
+class FakeLabelStudio(SharedFake):
+    """The shared fake with the routing tests' source project, its crowdgate webhook and annotators."""
 
     def __init__(self, edition: str = COMMUNITY) -> None:
-        self._edition = edition
-        self.projects: dict[int, dict[str, Any]] = {SOURCE: {"id": SOURCE, "title": "source", "label_config": CONFIG}}
-        self.hooks = {SOURCE: [{"url": "http://cg.test/hooks/labelstudio", "headers": {"X-Crowdgate-Secret": "s"}}]}
-        self.tasks: dict[int, dict[str, Any]] = {}
-        self.views: dict[tuple[int, str], int] = {}
-        self.writes: list[tuple[str, Any]] = []
-        self.fail_next: dict[str, int] = {}
-
-    def _maybe_fail(self, name: str) -> None:
-        if self.fail_next.get(name):
-            self.fail_next[name] -= 1
-            raise LabelStudioError("POST", name, 500, "injected failure")
-
-    def add_task(self, project: int, data: dict, meta: dict | None = None, task: int | None = None,
-                 overlap: int = 2) -> int:
-        task = task or next(TASK_IDS)
-        self.tasks[task] = {"id": task, "project": project, "data": data, "meta": meta or {}, "overlap": overlap,
-                            "is_labeled": False, "total_annotations": 0, "annotations": [], "predictions": []}
-        return task
-
-    def add_annotation(self, task: int, user: int, result: list) -> dict:
-        t = self.tasks[task]
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        ann = {"id": next(TASK_IDS), "task": task, "project": t["project"], "completed_by": user, "result": result,
-               "created_at": stamp, "updated_at": stamp, "unique_id": f"uid-{next(TASK_IDS)}", "was_cancelled": False,
-               "ground_truth": False, "lead_time": 1.0}
-        t["annotations"].append(ann)
-        t["total_annotations"] += 1
-        t["is_labeled"] = t["total_annotations"] >= t["overlap"]
-        return ann
-
-    # -- the adapter's interface ----------------------------------------------------------------------
-    def edition(self, project: int | None = None) -> str:
-        return self._edition
-
-    def users(self) -> list[dict]:
-        return [{"id": i, "email": e} for i, e in EMAILS.items()]
-
-    def project(self, project: int) -> dict:
-        return self.projects[project]
-
-    def create_project(self, title: str, label_config: str, **settings: Any) -> int:
-        pid = next(TASK_IDS)
-        self.projects[pid] = {"id": pid, "title": title, "label_config": label_config, **settings}
-        self.writes.append(("create_project", pid))
-        return pid
-
-    def webhooks(self, project: int) -> list[dict]:
-        return self.hooks.get(project, [])
-
-    def create_webhook(self, project: int, url: str, headers: dict | None = None) -> int:
-        self.hooks.setdefault(project, []).append({"url": url, "headers": headers})
-        self.writes.append(("create_webhook", project))
-        return 1
-
-    def task(self, task: int) -> dict:
-        return self.tasks[task]
-
-    def patch_task(self, task: int, **fields: Any) -> dict:
-        self.writes.append(("patch_task", task, fields))
-        self.tasks[task].update(fields)
-        return self.tasks[task]
-
-    def set_overlap(self, task: int, overlap: int) -> dict:
-        return self.patch_task(task, overlap=overlap, is_labeled=False)
-
-    def close_task(self, task: int) -> dict:
-        return self.patch_task(task, is_labeled=True)
-
-    def replace_task_data(self, task: int, data: dict) -> dict:
-        return self.patch_task(task, data=data)
-
-    def import_tasks(self, project: int, tasks: list[dict]) -> list[int]:
-        self._maybe_fail("import_tasks")
-        ids = []
-        for t in tasks:
-            tid = self.add_task(project, t["data"], t.get("meta"), overlap=1)
-            self.tasks[tid]["predictions"] = t.get("predictions", [])
-            ids.append(tid)
-        self.writes.append(("import_tasks", project, ids))
-        return ids
-
-    def find_tasks(self, project: int, field: str, value: Any) -> list[dict]:
-        return [t for t in self.tasks.values() if t["project"] == project and t["data"].get(field) == value]
-
-    def annotations(self, task: int) -> list[dict]:
-        return self.tasks[task]["annotations"]
-
-    def create_annotation(self, task: int, result: list, completed_by: int | None = None, **extra: Any) -> dict:
-        self._maybe_fail("create_annotation")
-        self.writes.append(("create_annotation", task, completed_by))
-        return self.add_annotation(task, completed_by, result)
-
-    def update_annotation(self, annotation: int, **fields: Any) -> dict:
-        self.writes.append(("update_annotation", annotation, fields))
-        for t in self.tasks.values():
-            for a in t["annotations"]:
-                if a["id"] == annotation:
-                    a.update(fields)
-                    return a
-        raise LabelStudioError("PATCH", "/api/annotations/", 404, "")
-
-    def annotator_view(self, project: int, email: str) -> int:
-        if (project, email) not in self.views:
-            self.views[(project, email)] = next(TASK_IDS)
-            self.writes.append(("create_view", project, email))
-        return self.views[(project, email)]
-
-    def offer_view(self, project: int, email: str, field: str) -> int:
-        return self.annotator_view(project, f"{field}:{email}")
-
-    def assign(self, project: int, task: int, users: list[int], kind: str = "AN") -> None:
-        self.writes.append(("assign", task, users))
-
-    def unassign(self, project: int, task: int, kind: str = "AN") -> None:
-        self.writes.append(("unassign", task))
-
-    def pause(self, project: int, user: int, verbose_reason: str, reason: str = "ANNOTATOR_EVALUATION") -> None:
-        self.writes.append(("pause", project, user))
-
-    def written(self, name: str) -> list[tuple]:
-        return [w for w in self.writes if w[0] == name]
+        super().__init__(edition, users=EMAILS)
+        self.add_project(SOURCE, CONFIG, title="source",
+                         hooks=[{"url": "http://cg.test/hooks/labelstudio", "headers": {"X-Crowdgate-Secret": "s"}}])
 
 
 @pytest.fixture
