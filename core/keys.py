@@ -1,0 +1,307 @@
+"""The one owner of crowdgate's Redis key layout: every key is built by a method of :class:`Keys`.
+
+As RQ's ``Job.key_for`` owns the keys of its jobs, no other module formats a key: each store class holds a
+``Keys`` built from its prefix and calls its methods. The strings below are stored data's addresses, so they
+change only with a migration.
+
+``{p}`` is the key prefix (``CROWDGATE_KEY_PREFIX``, ``cg`` by default), ``{pid}`` a Label Studio project id,
+``{tid}`` a task id, ``{uid}`` an annotator (Label Studio user) id, ``{tp}`` an escalation project id.
+
+Submissions (:class:`qa_hooks.store.SubmissionStore`)
+
+- ``{p}:projects`` (set): project ids seen.
+- ``{p}:p:{pid}:project`` (hash): label_config, control_weights (JSON), title, ...
+- ``{p}:p:{pid}:sub:{unique_id}`` (hash): ``json`` (the ``Submission``), ``updated_at``, ``task``,
+  ``annotator``, ``deleted``.
+- ``{p}:p:{pid}:task:{tid}:subs`` (zset): the per-task index, unique ids of live submissions by time.
+- ``{p}:p:{pid}:annotator:{uid}:subs`` (zset): the per-annotator submission log, by time.
+- ``{p}:p:{pid}:annid:{annotation_id}`` (string): the unique id now behind a Label Studio annotation id.
+- ``{p}:p:{pid}:annotators``, ``{p}:p:{pid}:tasks`` (sets): annotators and tasks seen.
+- ``{p}:p:{pid}:task:{tid}`` (hash): the task's ``data`` and ``meta`` (JSON).
+- ``{p}:p:{pid}:annotator:{uid}:lead_times`` / ``{p}:p:{pid}:lead_times`` (lists): the last 100 / 2,000 lead times.
+- ``{p}:p:{pid}:unscored`` (zset): tasks written but not yet scored and routed, by ``{p}:p:{pid}:write_seq``
+  (string), the project's write counter.
+
+Webhook deliveries (:class:`qa_hooks.inbox.Inbox`)
+
+- ``{p}:seen:{pid}:{dedup_key}`` (string, ``CROWDGATE_DEDUP_TTL_S``): the job id of an annotation version (or
+  event body) already delivered.
+
+Scores (:class:`qa_hooks.ledger.Ledger`)
+
+- ``{p}:p:{pid}:gold:annotation`` (hash): task -> ``{"uid", "result"}`` of its ground-truth annotation.
+- ``{p}:p:{pid}:gold:meta`` (hash): task -> gold answer from the task's ``meta["gold"]`` (a result list, or a
+  label for single-choice configs). An annotation marked ground truth wins over ``meta``.
+- ``{p}:p:{pid}:task:{tid}:score`` (hash): ``agreement``, ``consensus``, ``confidence``, ``consensus_share``,
+  ``consensus_reached``, ``n``, ``posterior``, ``version`` (bumped by every rescoring).
+- ``{p}:p:{pid}:task:{tid}:contrib`` (hash): annotator -> their ``Contribution`` (JSON).
+- ``{p}:p:{pid}:annotator:{uid}:stats`` (hash): running sums ``gold_n``, ``gold_sum``, ``peer_n``,
+  ``peer_sum``, ``pair_n``, ``pair_sum``.
+- ``{p}:p:{pid}:annotator:{uid}:confusion`` (hash): ``"true\\tgiven"`` -> (soft) count.
+- ``{p}:p:{pid}:flags`` (hash): annotator -> their low-effort and fraud signals (JSON), see ``qa_hooks.signals``.
+
+Routing (:class:`routing.state.RoutingState`)
+
+- ``{p}:p:{pid}:r:policy`` (hash): ``yaml`` (the policy text), ``origin``, ``set_at``. Absent: the default file.
+- ``{p}:p:{pid}:r:stop_threshold:{settings}`` (string, expires): the crowd-matched stop threshold of one
+  stopping rule's settings.
+- ``{p}:p:{pid}:r:tiers`` (hash): annotator -> tier name. Absent: the policy's first tier.
+- ``{p}:p:{pid}:r:ann:{uid}`` (hash): ``version`` (bumped by every tier change), ``exam_attempts`` (failed).
+- ``{p}:p:{pid}:r:ann:{uid}:exam_used`` (set): gold tasks spent by failed exam attempts.
+- ``{p}:p:{pid}:r:ann:{uid}:offered`` (set): gold tasks offered to the annotator in their exam view now.
+- ``{p}:p:{pid}:r:examviews`` (hash): e-mail -> Data Manager view id of that annotator's exam view.
+- ``{p}:p:{pid}:r:flagged`` (hash): annotator -> why (their labels never count).
+- ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see ``routing.state.TaskRoute``.
+- ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
+- ``{p}:p:{pid}:r:subtiers`` (hash): unique_id of a submission -> its author's tier when routing first saw it.
+- ``{p}:p:{pid}:r:tierprojects`` (hash): tier -> escalation project id.
+- ``{p}:p:{pid}:r:prepared`` (string): set once the project is ready for escalations (``prepare_project``).
+- ``{p}:r:tierproject`` (hash): escalation project id -> ``{"source": pid, "tier": name}``.
+- ``{p}:p:{tp}:r:sources`` (hash): escalation task id -> source task id.
+- ``{p}:p:{tp}:r:views`` (hash): e-mail -> Data Manager view id of that annotator's queue.
+- ``{p}:p:{tp}:r:writeback`` (hash): unique_id in the escalation project -> annotation id written to the source.
+- ``{p}:r:open:{uid}`` (set): ``"pid:tid"`` tasks assigned to the annotator and not answered yet (its load).
+- ``{p}:r:seen`` (zset): annotator -> last time a submission of theirs was scored (availability).
+- ``{p}:r:deadlines`` (zset): ``"pid:tid"`` of escalated tasks -> their deadline.
+- ``{p}:r:users`` (hash): Label Studio user id -> e-mail (cache of ``/api/users/``).
+- ``{p}:r:edition:{pid}`` (string, 1 h): ``community`` or ``enterprise``, as probed.
+- ``{p}:r:lock:tierproject:{pid}:{tier}``, ``{p}:r:lock:gold:{pid}:{uid}``, ``{p}:r:lock:taskdata:{tid}``
+  (redis-py locks): one creator of an escalation project, one gold-offer sync per annotator, one writer of a
+  task's ``data`` (routing's exam offers and training's difficulty).
+
+Audit log (:class:`routing.audit.AuditLog`)
+
+- ``{p}:audit`` (stream): the entries.
+- ``{p}:audit:p:{pid}``, ``{p}:audit:p:{pid}:t:{tid}``, ``{p}:audit:u:{uid}`` (lists): stream ids.
+
+ML backend (``ml_backend``)
+
+- ``{p}:p:{pid}:difficulty`` (hash): task -> difficulty predicted by the project's difficulty model (JSON
+  number), written by training and for new tasks, read by routing.
+- ``{p}:ml:p:{pid}:since_training`` (string): annotations since the last training was queued.
+- ``{p}:llm:answer:{cache_key}`` (string, expires): a cached LLM answer (JSON), keyed by model, prompt version,
+  config and task data.
+- ``{p}:llm:spend:{pid}`` (string): the project's LLM spending in USD.
+
+All keys of a deployment share the prefix, so one prefix is one crowdgate's whole state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+Id = int | str  # ids come as ints from events and as strings from Redis replies; both format alike
+
+# Stands in for the element id when a key is cut around it (Lua scripts build per-element keys from the parts).
+_HOLE = "\x00"
+
+
+def _around(key: str) -> tuple[str, str]:
+    head, _, tail = key.partition(_HOLE)
+    return head, tail
+
+
+@dataclass(frozen=True)
+class Keys:
+    """crowdgate's Redis keys under one ``prefix``; see the module docstring for what each holds."""
+
+    prefix: str = "cg"
+
+    def _p(self, project: Id) -> str:
+        return f"{self.prefix}:p:{project}"
+
+    # -- submissions (qa_hooks.store) ---------------------------------------------------------------------
+
+    def projects(self) -> str:
+        return f"{self.prefix}:projects"
+
+    def project_info(self, project: Id) -> str:
+        return f"{self._p(project)}:project"
+
+    def submission(self, project: Id, unique_id: Id) -> str:
+        return f"{self._p(project)}:sub:{unique_id}"
+
+    def submission_parts(self, project: Id) -> tuple[str, str]:
+        """(head, tail) around the unique id of :meth:`submission`, for Lua scripts."""
+        return _around(self.submission(project, _HOLE))
+
+    def task_submissions(self, project: Id, task: Id) -> str:
+        return f"{self._p(project)}:task:{task}:subs"
+
+    def task_submissions_parts(self, project: Id) -> tuple[str, str]:
+        """(head, tail) around the task id of :meth:`task_submissions`, for Lua scripts."""
+        return _around(self.task_submissions(project, _HOLE))
+
+    def annotator_submissions(self, project: Id, annotator: Id) -> str:
+        return f"{self._p(project)}:annotator:{annotator}:subs"
+
+    def annotator_submissions_parts(self, project: Id) -> tuple[str, str]:
+        """(head, tail) around the annotator id of :meth:`annotator_submissions`, for Lua scripts."""
+        return _around(self.annotator_submissions(project, _HOLE))
+
+    def annotation_submission(self, project: Id, annotation: Id) -> str:
+        """The unique id now behind Label Studio annotation id ``annotation``."""
+        return f"{self._p(project)}:annid:{annotation}"
+
+    def annotators(self, project: Id) -> str:
+        return f"{self._p(project)}:annotators"
+
+    def tasks(self, project: Id) -> str:
+        return f"{self._p(project)}:tasks"
+
+    def task_info(self, project: Id, task: Id) -> str:
+        return f"{self._p(project)}:task:{task}"
+
+    def annotator_lead_times(self, project: Id, annotator: Id) -> str:
+        return f"{self._p(project)}:annotator:{annotator}:lead_times"
+
+    def lead_times(self, project: Id) -> str:
+        return f"{self._p(project)}:lead_times"
+
+    def write_seq(self, project: Id) -> str:
+        return f"{self._p(project)}:write_seq"
+
+    def unscored(self, project: Id) -> str:
+        return f"{self._p(project)}:unscored"
+
+    # -- webhook deliveries (qa_hooks.inbox) -----------------------------------------------------------------
+
+    def dedup(self, project: Id | None, dedup_key: str) -> str:
+        return f"{self.prefix}:seen:{project}:{dedup_key}"
+
+    # -- scores (qa_hooks.ledger) ----------------------------------------------------------------------------
+
+    def annotation_gold(self, project: Id) -> str:
+        return f"{self._p(project)}:gold:annotation"
+
+    def meta_gold(self, project: Id) -> str:
+        return f"{self._p(project)}:gold:meta"
+
+    def task_score(self, project: Id, task: Id) -> str:
+        return f"{self._p(project)}:task:{task}:score"
+
+    def task_contributions(self, project: Id, task: Id) -> str:
+        return f"{self._p(project)}:task:{task}:contrib"
+
+    def annotator_stats(self, project: Id, annotator: Id) -> str:
+        return f"{self._p(project)}:annotator:{annotator}:stats"
+
+    def annotator_stats_parts(self, project: Id) -> tuple[str, str]:
+        """(head, tail) around the annotator id of :meth:`annotator_stats`, for Lua scripts."""
+        return _around(self.annotator_stats(project, _HOLE))
+
+    def annotator_confusion(self, project: Id, annotator: Id) -> str:
+        return f"{self._p(project)}:annotator:{annotator}:confusion"
+
+    def annotator_flags(self, project: Id) -> str:
+        return f"{self._p(project)}:flags"
+
+    # -- routing (routing.state) -----------------------------------------------------------------------------
+
+    def _r(self, project: Id) -> str:
+        return f"{self._p(project)}:r"
+
+    def policy(self, project: Id) -> str:
+        return f"{self._r(project)}:policy"
+
+    def stop_threshold(self, project: Id, settings: str) -> str:
+        return f"{self._r(project)}:stop_threshold:{settings}"
+
+    def tiers(self, project: Id) -> str:
+        return f"{self._r(project)}:tiers"
+
+    def annotator_record(self, project: Id, annotator: Id) -> str:
+        return f"{self._r(project)}:ann:{annotator}"
+
+    def exam_used(self, project: Id, annotator: Id) -> str:
+        return f"{self.annotator_record(project, annotator)}:exam_used"
+
+    def exam_offered(self, project: Id, annotator: Id) -> str:
+        return f"{self.annotator_record(project, annotator)}:offered"
+
+    def exam_views(self, project: Id) -> str:
+        return f"{self._r(project)}:examviews"
+
+    def flagged(self, project: Id) -> str:
+        return f"{self._r(project)}:flagged"
+
+    def task_route(self, project: Id, task: Id) -> str:
+        return f"{self._r(project)}:task:{task}"
+
+    def off_tier(self, project: Id) -> str:
+        return f"{self._r(project)}:offtier"
+
+    def submission_tiers(self, project: Id) -> str:
+        return f"{self._r(project)}:subtiers"
+
+    def tier_projects(self, project: Id) -> str:
+        return f"{self._r(project)}:tierprojects"
+
+    def prepared(self, project: Id) -> str:
+        return f"{self._r(project)}:prepared"
+
+    def tier_project_links(self) -> str:
+        return f"{self.prefix}:r:tierproject"
+
+    def tier_sources(self, tier_project: Id) -> str:
+        return f"{self._r(tier_project)}:sources"
+
+    def queue_views(self, tier_project: Id) -> str:
+        return f"{self._r(tier_project)}:views"
+
+    def written_back(self, tier_project: Id) -> str:
+        return f"{self._r(tier_project)}:writeback"
+
+    def open_tasks(self, annotator: Id) -> str:
+        return f"{self.prefix}:r:open:{annotator}"
+
+    def last_seen(self) -> str:
+        return f"{self.prefix}:r:seen"
+
+    def deadlines(self) -> str:
+        return f"{self.prefix}:r:deadlines"
+
+    def user_emails(self) -> str:
+        return f"{self.prefix}:r:users"
+
+    def edition(self, project: Id) -> str:
+        return f"{self.prefix}:r:edition:{project}"
+
+    def tier_project_lock(self, project: Id, tier: str) -> str:
+        return f"{self.prefix}:r:lock:tierproject:{project}:{tier}"
+
+    def gold_offer_lock(self, project: Id, annotator: Id) -> str:
+        return f"{self.prefix}:r:lock:gold:{project}:{annotator}"
+
+    def task_data_lock(self, task: Id) -> str:
+        return f"{self.prefix}:r:lock:taskdata:{task}"
+
+    # -- audit log (routing.audit) ---------------------------------------------------------------------------
+
+    def audit_stream(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def audit_project(self, project: Id) -> str:
+        return f"{self.prefix}:audit:p:{project}"
+
+    def audit_task(self, project: Id, task: Id) -> str:
+        return f"{self.prefix}:audit:p:{project}:t:{task}"
+
+    def audit_annotator(self, annotator: Id) -> str:
+        return f"{self.prefix}:audit:u:{annotator}"
+
+    # -- ML backend -----------------------------------------------------------------------------------------
+
+    def difficulty(self, project: Id) -> str:
+        return f"{self._p(project)}:difficulty"
+
+    def since_training(self, project: Id) -> str:
+        return f"{self.prefix}:ml:p:{project}:since_training"
+
+    def llm_answer(self, cache_key: str) -> str:
+        return f"{self.prefix}:llm:answer:{cache_key}"
+
+    def llm_spend(self, project: Id) -> str:
+        return f"{self.prefix}:llm:spend:{project}"
