@@ -21,11 +21,13 @@ from typing import Any
 
 import redis
 
+from core.labelstudio import LabelStudioClient, LabelStudioError
+from core.task_lock import TaskDataLock
 from ml_backend import artifacts
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.difficulty import DifficultyModel, disagreement
 from ml_backend.features import parse_label_config
-from qa_hooks.reconcile import LabelStudioReader
+from qa_hooks.jobs import current_connection
 from qa_hooks.scoring import label_of
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,10 @@ def training_set(tasks: list[dict[str, Any]], control: str) -> tuple[list[dict],
 
 
 def train_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
-                  reader: LabelStudioReader | None = None, model_root: Path | None = None) -> dict[str, Any]:
-    reader = reader or LabelStudioReader()
-    config = reader.project(project).get("label_config", "")
-    tasks = reader.export(project)
+                  client: LabelStudioClient | None = None, model_root: Path | None = None) -> dict[str, Any]:
+    client = client or LabelStudioClient.from_env()
+    config = client.project(project).get("label_config", "")
+    tasks = client.export(project)
     schema = parse_label_config(config)
     report: dict[str, Any] = {"project": project, "tasks": len(tasks)}
     if schema.control is None:
@@ -85,32 +87,38 @@ def train_project(project: int, prefix: str = "cg", connection: redis.Redis | No
         artifacts.save(project, "difficulty", model, version=model.model_version, root=model_root)
         report["difficulty"] = model.model_version
         predicted = model.predict(tasks)
-        report["difficulty_written"] = write_difficulty(reader, tasks, predicted, project, prefix, connection)
+        report["difficulty_written"] = write_difficulty(client, tasks, predicted, project, prefix, connection)
     else:
         report["difficulty_skipped"] = model.skip_reason
     log.info("trained project %s: %s", project, report)
     return report
 
 
-def write_difficulty(reader: LabelStudioReader, tasks: list[dict[str, Any]], predicted: Any, project: int,
+def write_difficulty(client: LabelStudioClient, tasks: list[dict[str, Any]], predicted: Any, project: int,
                      prefix: str, connection: redis.Redis | None) -> int:
-    """Put each task's predicted difficulty in its data (Data Manager column) and in Redis (for routing)."""
+    """Put each task's predicted difficulty in its data (Data Manager column) and in Redis (for routing).
+
+    ``tasks`` may be an export taken minutes ago: each task's data is read again and written back under the
+    task-data lock routing's exam offers take (:class:`core.task_lock.TaskDataLock`), so what was offered or
+    assigned meanwhile survives. Returns how many tasks were written."""
+    connection = connection or current_connection()
+    lock = TaskDataLock(connection, prefix)
     written = 0
     values = {}
     for task, value in zip(tasks, predicted, strict=True):
         value = round(float(value), 4)
         values[task["id"]] = value
-        data = task.get("data") or {}
-        if data.get(DIFFICULTY_FIELD) == value:
-            continue
-        # PATCH replaces the whole data object: send it complete.
-        reply = reader.http.patch(f"{reader.url}/api/tasks/{task['id']}/",
-                                  json={"data": {**data, DIFFICULTY_FIELD: value}}, timeout=30)
-        if reply.ok:
-            written += 1
-        else:
-            log.warning("could not write difficulty of task %s: %s %s", task["id"], reply.status_code, reply.text[:200])
-    if connection is not None and values:
+        if (task.get("data") or {}).get(DIFFICULTY_FIELD) == value:
+            continue  # already there as of ``tasks``: spare the round trips
+
+        def with_difficulty(data: dict[str, Any], value: float = value) -> dict[str, Any] | None:
+            return None if data.get(DIFFICULTY_FIELD) == value else {**data, DIFFICULTY_FIELD: value}
+
+        try:
+            written += lock.update(client, project, int(task["id"]), with_difficulty)
+        except LabelStudioError as exc:  # one task must not stop the others
+            log.warning("could not write difficulty of task %s: %s", task["id"], exc)
+    if values:
         connection.hset(f"{prefix}:p:{project}:difficulty", mapping={str(k): json.dumps(v) for k, v in values.items()})
     return written
 
@@ -121,8 +129,3 @@ def train_job(project: int, prefix: str = "cg") -> dict[str, Any]:
 
     job = get_current_job()
     return train_project(project, prefix, job.connection if job else None)
-
-
-
-
-

@@ -10,13 +10,12 @@ every known project. Annotations deleted in Label Studio while no webhook arrive
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import redis
-import requests
 
+from core.labelstudio import LabelStudioClient
 from qa_hooks.events import PROJECT_FIELDS, Event, PayloadError, parse_event
 from qa_hooks.jobs import current_connection, process_event
 from qa_hooks.store import SubmissionStore
@@ -41,43 +40,19 @@ def events_from_export(project: int, project_info: dict[str, Any], tasks: list[d
     return events
 
 
-class LabelStudioReader:
-    """Reads one project's settings and export with an admin token."""
-
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0) -> None:
-        self.url = (url or os.environ.get("LABEL_STUDIO_URL", "")).rstrip("/")
-        api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY", "")
-        if not self.url or not api_key:
-            raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to read from Label Studio")
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Token {api_key}"
-        self.timeout = timeout
-
-    def project(self, project: int) -> dict[str, Any]:
-        reply = self.http.get(f"{self.url}/api/projects/{project}/", timeout=30)
-        reply.raise_for_status()
-        data = reply.json()
-        return {k: data[k] for k in PROJECT_FIELDS if k in data}
-
-    def export(self, project: int) -> list[dict[str, Any]]:
-        reply = self.http.get(f"{self.url}/api/projects/{project}/export",
-                              params={"exportType": "JSON", "download_all_tasks": "true"}, timeout=self.timeout)
-        reply.raise_for_status()
-        return reply.json()
-
-
 def reconcile_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
-                      reader: LabelStudioReader | None = None,
+                      client: LabelStudioClient | None = None,
                       handle: Callable[..., dict[str, Any]] = process_event) -> dict[str, int]:
     """Record every annotation of ``project`` that crowdgate does not have yet; returns counts.
 
     ``handle`` is what a webhook event goes through (``process_event``, or the assembled service's
     record-score-route job), so a recovered annotation is treated exactly like a delivered one."""
     connection = connection or current_connection()
-    reader = reader or LabelStudioReader()
-    info = reader.project(project)
+    client = client or LabelStudioClient.from_env()
+    settings = client.project(project)
+    info = {k: settings[k] for k in PROJECT_FIELDS if k in settings}
     totals = {"tasks": 0, "created": 0, "updated": 0, "stale": 0, "skipped_invalid": 0}
-    tasks = reader.export(project)
+    tasks = client.export(project)
     totals["tasks"] = len(tasks)
     try:
         events = events_from_export(project, info, tasks)
@@ -100,6 +75,6 @@ def reconcile_all(prefix: str = "cg", connection: redis.Redis | None = None,
                   handle: Callable[..., dict[str, Any]] = process_event) -> dict[int, dict[str, int]]:
     """Reconcile every project crowdgate has seen."""
     connection = connection or current_connection()
-    reader = LabelStudioReader()
-    return {project: reconcile_project(project, prefix, connection, reader, handle)
+    client = LabelStudioClient.from_env()
+    return {project: reconcile_project(project, prefix, connection, client, handle)
             for project in SubmissionStore(connection, prefix).projects()}

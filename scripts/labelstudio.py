@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from core.labelstudio import LabelStudioClient, LabelStudioError, RetryPolicy
 from scripts import processes
 from scripts.processes import free_port
 
@@ -40,8 +39,8 @@ _PORT_LINE = re.compile(r"Starting development server at http://[\d.]+:(\d+)/")
 _FOREIGN_VARS = ("HOST", "PORT", "USERNAME", "PASSWORD", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
 
 
-class LabelStudioError(RuntimeError):
-    """Label Studio could not be installed, started or reached."""
+class LabelStudioServerError(RuntimeError):
+    """The Label Studio server could not be installed, started or reached."""
 
 
 def default_venv() -> Path:
@@ -73,7 +72,7 @@ def ensure_installed(venv: Path | None = None) -> Path:
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
         subprocess.run([*pip, f"label-studio=={LS_VERSION}"], check=True)
     if not exe.exists():
-        raise LabelStudioError(f"installing label-studio left no {exe}")
+        raise LabelStudioServerError(f"installing label-studio left no {exe}")
     return exe
 
 
@@ -115,13 +114,13 @@ def ensure_template(exe: Path) -> Path:
             timeout=600,
         )
         if result.returncode != 0:
-            raise LabelStudioError(f"label-studio init failed:\n{result.stdout}\n{result.stderr}")
+            raise LabelStudioServerError(f"label-studio init failed:\n{result.stdout}\n{result.stderr}")
         (template / ".ready").touch()
     return template
 
 
 @dataclass(frozen=True)
-class LabelStudio:
+class RunningLabelStudio:
     """A running server: where it is and how to log in."""
 
     url: str
@@ -132,13 +131,9 @@ class LabelStudio:
     data_dir: Path
     log_path: Path
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Token {self.token}"}
-
-    def client(self):
-        from label_studio_sdk import LabelStudio as Client
-
-        return Client(base_url=self.url, api_key=self.token)
+    def client(self) -> LabelStudioClient:
+        """crowdgate's Label Studio adapter on this server, with the admin token."""
+        return LabelStudioClient(self.url, self.token)
 
 
 class LabelStudioServer:
@@ -164,9 +159,9 @@ class LabelStudioServer:
         self.venv = venv
         self._process: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self.server: LabelStudio | None = None
+        self.server: RunningLabelStudio | None = None
 
-    def start(self, timeout: float = 180.0) -> LabelStudio:
+    def start(self, timeout: float = 180.0) -> RunningLabelStudio:
         exe = ensure_installed(self.venv)
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="crowdgate-ls-")
@@ -192,7 +187,7 @@ class LabelStudioServer:
         except BaseException:
             self.stop()
             raise
-        self.server = LabelStudio(
+        self.server = RunningLabelStudio(
             url=url,
             token=self.token,
             username=self.username,
@@ -210,23 +205,20 @@ class LabelStudioServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 code = self._process.returncode
-                raise LabelStudioError(f"Label Studio exited with {code}:\n{processes.tail(log_path)}")
+                raise LabelStudioServerError(f"Label Studio exited with {code}:\n{processes.tail(log_path)}")
             if url is None:
                 # A busy port makes Label Studio start silently on port+1: trust the log, not the request.
                 match = _PORT_LINE.search(log_path.read_text(errors="replace"))
                 if match:
                     url = f"http://127.0.0.1:{match.group(1)}"
             if url is not None:
-                with contextlib.suppress(requests.RequestException):
-                    reply = requests.get(
-                        f"{url}/api/current-user/whoami",
-                        headers={"Authorization": f"Token {self.token}"},
-                        timeout=5,
-                    )
-                    if reply.status_code == 200:
-                        return url
+                # No retries: this loop is the retry, and it watches the process between tries.
+                probe = LabelStudioClient(url, self.token, timeout=5, retry=RetryPolicy(retries=0))
+                with contextlib.suppress(LabelStudioError):
+                    probe.whoami()
+                    return url
             time.sleep(0.3)
-        raise LabelStudioError(f"Label Studio did not answer within {timeout:.0f} s:\n{processes.tail(log_path)}")
+        raise LabelStudioServerError(f"Label Studio did not answer within {timeout:.0f} s:\n{processes.tail(log_path)}")
 
     def stop(self, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
@@ -235,7 +227,7 @@ class LabelStudioServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> LabelStudio:
+    def __enter__(self) -> RunningLabelStudio:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,7 @@ from ml_backend.zero_shot import MODEL_VERSION
 from qa_hooks.store import SubmissionStore
 from scripts.seed import Seeder, label_config
 from tests.conftest import crowdgate_stack, fixture_json
+from tests.state_isolation import isolated_settings
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-secret"
@@ -41,7 +42,7 @@ def test_label_studio_round_trip(labelstudio, stack):
     seeder = Seeder(labelstudio.url, labelstudio.token)
     config = label_config("text_classification")
 
-    # 1. project and tasks through the SDK
+    # 1. project and tasks through the adapter
     project = seeder.create_project("crowdgate integration", config, maximum_annotations=3)
     task_ids = seeder.import_tasks(project, [{"data": {"text": t}} for t in TEXTS])
     assert len(task_ids) == len(TEXTS)
@@ -52,10 +53,10 @@ def test_label_studio_round_trip(labelstudio, stack):
     predictions = wait_for(lambda: (p := seeder.predictions(project)) and len(p) >= len(TEXTS) and p,
                            what="predictions")
     interface = LabelInterface(config)
-    assert sorted(p.task for p in predictions) == sorted(task_ids)
+    assert sorted(p["task"] for p in predictions) == sorted(task_ids)
     for prediction in predictions:
-        assert prediction.model_version == MODEL_VERSION
-        assert interface.validate_prediction({"result": prediction.result}) is True
+        assert prediction["model_version"] == MODEL_VERSION
+        assert interface.validate_prediction({"result": prediction["result"]}) is True
 
     # 3. webhook with the secret; annotations as two users and a skip are recorded by the worker
     seeder.connect_webhook(project, f"{web.url}/hooks/labelstudio", SECRET)
@@ -109,14 +110,14 @@ def test_reconciliation_recovers_what_no_webhook_delivered(labelstudio, stack):
     connection.sadd("it:projects", project)  # crowdgate knows the project (as from any earlier event)
 
     # RQ's own CronScheduler enqueues the job; the worker process runs it.
-    cron = scheduler(connection, prefix="it")
+    cron = scheduler(connection, isolated_settings(key_prefix="it"))
     assert {job.name for job in cron.enqueue_jobs()} == {"reconcile_all", "refresh_flags"}
     wait_for(lambda: store.summary(project)["submissions"] == 3, timeout=60, what="reconciled submissions")
     ledger = Ledger(connection, "it")
     assert ledger.reliability(project, users["cy@crowdgate.test"]).gold_accuracy == 1.0  # gold from meta
     assert ledger.reliability(project, users["di@crowdgate.test"]).gold_accuracy == 0.0
     # a second pass changes nothing
-    from qa_hooks.reconcile import LabelStudioReader, reconcile_project
+    from qa_hooks.reconcile import reconcile_project
 
-    again = reconcile_project(project, "it", connection, LabelStudioReader(labelstudio.url, labelstudio.token))
+    again = reconcile_project(project, "it", connection, labelstudio.client())
     assert again["created"] == 0 and again["stale"] == 3

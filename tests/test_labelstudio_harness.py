@@ -9,7 +9,6 @@ import subprocess
 import uuid
 
 import pytest
-import requests
 
 from scripts.labelstudio import LabelStudioServer
 from scripts.processes import free_port
@@ -26,7 +25,7 @@ def test_a_busy_port_is_read_from_the_log_not_assumed():
         try:
             ls = server.start()
             assert not ls.url.endswith(f":{port}")  # it moved, silently
-            assert requests.get(f"{ls.url}/api/projects/", headers=ls.headers(), timeout=10).status_code == 200
+            assert ls.client().request("GET", "/api/projects/", ok=(200,)) is not None
             pid = ls.pid
         finally:
             server.stop()
@@ -49,9 +48,7 @@ def test_postgresql_when_django_db_is_set(monkeypatch):
                             "POSTGRE_PASSWORD": "", "POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": "5432"}.items():
             monkeypatch.setenv(name, value)
         with LabelStudioServer() as ls:
-            created = requests.post(f"{ls.url}/api/projects/", headers=ls.headers(), timeout=30,
-                                    json={"title": "on postgres"})
-            assert created.status_code == 201
+            ls.client().request("POST", "/api/projects/", ok=(201,), json={"title": "on postgres"})
         tables = _psql("-c", "select count(*) from project", database)
         assert tables.returncode == 0 and tables.stdout.strip() == "1"  # the project lives in PostgreSQL
     finally:

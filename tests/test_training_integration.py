@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import requests
 from rq import Queue, SimpleWorker
 
 from ml_backend.labeling import choice_region
@@ -43,8 +42,7 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
                 seeder.annotate(task, user, [choice_region(config, "sentiment", [given])])
         backend = seeder.connect_ml_backend(project, web.url)
 
-        reply = requests.post(f"{labelstudio.url}/api/ml/{backend}/train", headers=labelstudio.headers(), timeout=30)
-        assert reply.status_code in (200, 201), reply.text
+        seeder.train_ml_backend(backend)  # Label Studio's "Start training" button
         queue = Queue(ML_QUEUE, connection=redis_conn)
         wait_for(lambda: queue.count == 1, what="the training job")
         SimpleWorker([queue], connection=redis_conn).work(burst=True)  # a real RQ worker, in this process
@@ -56,14 +54,14 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
         seeder.retrieve_predictions(project)
         predictions = wait_for(lambda: (p := seeder.predictions(project)) and len(p) >= len(texts) and p,
                                what="predictions")
-        assert {p.model_version for p in predictions} == {report["classifier"]}
-        right = sum(p.result[0]["value"]["choices"][0] == label
-                    for p in predictions for t, (_, label) in zip(task_ids, texts, strict=True) if p.task == t)
+        assert {p["model_version"] for p in predictions} == {report["classifier"]}
+        right = sum(p["result"][0]["value"]["choices"][0] == label
+                    for p in predictions for t, (_, label) in zip(task_ids, texts, strict=True) if p["task"] == t)
         assert right >= 0.9 * len(texts)
 
         if "difficulty" in report:
-            task = seeder.client.tasks.get(id=task_ids[0])
-            assert 0.0 <= task.data[DIFFICULTY_FIELD] <= 1.0
+            [task] = seeder.tasks(project, ids=task_ids[:1])
+            assert 0.0 <= task["data"][DIFFICULTY_FIELD] <= 1.0
             assert redis_conn.hlen(f"tr:p:{project}:difficulty") == len(texts)
         else:
             assert report["difficulty_skipped"]
