@@ -161,6 +161,18 @@ class FakeLabelStudio:
                     return a
         raise LabelStudioError("PATCH", "/api/annotations/", 404, "")
 
+    def predictions(self, project: int) -> list[dict]:
+        return [p for t in self.tasks.values() if t["project"] == project for p in t["predictions"]]
+
+    def create_prediction(self, task: int, result: list, score: float | None = None,
+                          model_version: str | None = None) -> int:
+        self._maybe_fail("create_prediction")
+        prediction = {"id": next(TASK_IDS), "task": task, "result": result, "score": score,
+                      "model_version": model_version}
+        self._task(task)["predictions"].append(prediction)
+        self.writes.append(("create_prediction", task, model_version))
+        return prediction["id"]
+
     def annotator_view(self, project: int, email: str) -> int:
         if (project, email) not in self.views:
             self.views[(project, email)] = next(TASK_IDS)
