@@ -1,19 +1,7 @@
 """crowdgate's workforce state in Redis: who submitted what on which task.
 
-Keys (``{p}`` is the key prefix, ``cg`` by default; ``{pid}`` a Label Studio project id):
-
-- ``{p}:projects`` (set): project ids seen.
-- ``{p}:p:{pid}:project`` (hash): label_config, control_weights (JSON), title, ...
-- ``{p}:p:{pid}:sub:{unique_id}`` (hash): ``json`` (the :class:`Submission`), ``updated_at``, ``task``,
-  ``annotator``, ``deleted``.
-- ``{p}:p:{pid}:task:{tid}:subs`` (zset): the per-task index, unique ids of live submissions by time.
-- ``{p}:p:{pid}:annotator:{uid}:subs`` (zset): the per-annotator submission log, by time.
-- ``{p}:p:{pid}:annid:{annotation_id}`` (string): the unique id now behind a Label Studio annotation id.
-- ``{p}:p:{pid}:annotators``, ``{p}:p:{pid}:tasks`` (sets): annotators and tasks seen.
-- ``{p}:p:{pid}:task:{tid}`` (hash): the task's ``data`` and ``meta`` (JSON).
-- ``{p}:p:{pid}:annotator:{uid}:lead_times`` / ``{p}:p:{pid}:lead_times`` (lists): the last 100 / 2,000 lead times.
-- ``{p}:p:{pid}:unscored`` (zset): tasks written but not yet scored and routed, by ``{p}:p:{pid}:write_seq``
-  (string), the project's write counter.
+The keys (submissions, the per-task index, the per-annotator log, projects' label configs, tasks' data and
+meta, lead times, unscored marks) are listed in :mod:`core.keys`, which builds every one of them.
 
 Writes are idempotent: a submission version older than the stored one, or one already deleted, changes
 nothing, so a job that runs twice or out of order leaves the same state.
@@ -32,6 +20,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from core.keys import Keys
 from qa_hooks.events import Event, Submission, TaskInfo, epoch_seconds
 
 # Compare-and-set on updated_at, then index; one round trip and atomic against concurrent workers.
@@ -57,15 +46,16 @@ end
 return 1
 """
 
+# ARGV: (head, tail) pairs of the submission, task index and annotator log keys (Keys.*_parts).
 _DELETE = """
 local uid = redis.call('GET', KEYS[1])
 if not uid then return false end
-local key = ARGV[1] .. uid
+local key = ARGV[1] .. uid .. ARGV[2]
 local owner = redis.call('HMGET', key, 'task', 'annotator')
 if not owner[1] then return false end
 redis.call('HSET', key, 'deleted', '1')
-redis.call('ZREM', ARGV[2] .. owner[1] .. ':subs', uid)
-redis.call('ZREM', ARGV[3] .. owner[2] .. ':subs', uid)
+redis.call('ZREM', ARGV[3] .. owner[1] .. ARGV[4], uid)
+redis.call('ZREM', ARGV[5] .. owner[2] .. ARGV[6], uid)
 redis.call('DEL', KEYS[1])
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), owner[1])
 return owner[1]
@@ -138,12 +128,10 @@ class SubmissionStore:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._upsert = LuaScript(_UPSERT)
         self._delete = LuaScript(_DELETE)
         self._mark_scored = LuaScript(_MARK_SCORED)
-
-    def _p(self, project: int) -> str:
-        return f"{self.prefix}:p:{project}"
 
     # -- writes -----------------------------------------------------------------------------------------
 
@@ -159,13 +147,13 @@ class SubmissionStore:
 
         def build(pipe: Pipeline) -> None:
             if event.project is not None:
-                pipe.sadd(f"{self.prefix}:projects", event.project)
+                pipe.sadd(self.keys.projects(), event.project)
                 if event.project_info:
                     self.save_project(event.project, event.project_info, pipe)
                 for task in event.tasks:
                     self.save_task(event.project, task, pipe)
                 for task_id in event.deleted_tasks:
-                    pipe.delete(f"{self._p(event.project)}:task:{task_id}")
+                    pipe.delete(self.keys.task_info(event.project, task_id))
             marks["deletes"] = len(pipe)
             if event.project is not None:
                 for annotation_id in event.deleted_annotations:
@@ -196,19 +184,19 @@ class SubmissionStore:
 
     def record(self, sub: Submission, pipe: Pipeline | None = None) -> int:
         """Store one submission version; returns CREATED, UPDATED or STALE (queued only, given a pipeline)."""
-        p = self._p(sub.project)
+        k, project = self.keys, sub.project
         keys = [
-            f"{p}:sub:{sub.unique_id}",
-            f"{p}:task:{sub.task}:subs",
-            f"{p}:annotator:{sub.annotator}:subs",
-            f"{p}:annid:{sub.annotation_id}",
-            f"{p}:annotators",
-            f"{p}:tasks",
-            f"{self.prefix}:projects",
-            f"{p}:annotator:{sub.annotator}:lead_times",
-            f"{p}:lead_times",
-            f"{p}:write_seq",
-            f"{p}:unscored",
+            k.submission(project, sub.unique_id),
+            k.task_submissions(project, sub.task),
+            k.annotator_submissions(project, sub.annotator),
+            k.annotation_submission(project, sub.annotation_id),
+            k.annotators(project),
+            k.tasks(project),
+            k.projects(),
+            k.annotator_lead_times(project, sub.annotator),
+            k.lead_times(project),
+            k.write_seq(project),
+            k.unscored(project),
         ]
         args = [
             json.dumps(sub.to_dict(), separators=(",", ":")),
@@ -228,9 +216,10 @@ class SubmissionStore:
 
     def delete(self, project: int, annotation_id: int, pipe: Pipeline | None = None) -> int | None:
         """Remove a Label Studio annotation from the indexes; returns its task, or None if unknown."""
-        p = self._p(project)
-        keys, args = [f"{p}:annid:{annotation_id}", f"{p}:write_seq", f"{p}:unscored"], [f"{p}:sub:", f"{p}:task:",
-                                                                                         f"{p}:annotator:"]
+        k = self.keys
+        keys = [k.annotation_submission(project, annotation_id), k.write_seq(project), k.unscored(project)]
+        args = [*k.submission_parts(project), *k.task_submissions_parts(project),
+                *k.annotator_submissions_parts(project)]
         if pipe is not None:
             self._delete.queue(pipe, keys, args)
             return None
@@ -246,7 +235,7 @@ class SubmissionStore:
     def queue_unscored(self, pipe: Pipeline, project: int, tasks: list[int] | None = None) -> None:
         """Queue the read of unscored marks (all of the project's, or those of ``tasks``) on ``pipe``;
         hand its reply to :meth:`unscored_from`."""
-        key = f"{self._p(project)}:unscored"
+        key = self.keys.unscored(project)
         if tasks is None:
             pipe.zrange(key, 0, -1, withscores=True)
         elif tasks:
@@ -273,30 +262,29 @@ class SubmissionStore:
         if not seen:
             return 0
         args = [x for task, seq in seen.items() for x in (task, repr(seq))]
-        return int(self._mark_scored(self.redis, [f"{self._p(project)}:unscored"], args))
+        return int(self._mark_scored(self.redis, [self.keys.unscored(project)], args))
 
     def save_project(self, project: int, info: dict[str, Any], pipe: Pipeline | None = None) -> None:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items() if v is not None}
         if fields:
-            (pipe or self.redis).hset(f"{self._p(project)}:project", mapping=fields)
+            (pipe or self.redis).hset(self.keys.project_info(project), mapping=fields)
 
     def save_task(self, project: int, task: TaskInfo, pipe: Pipeline | None = None) -> None:
         client = pipe or self.redis
         client.hset(
-            f"{self._p(project)}:task:{task.id}",
+            self.keys.task_info(project, task.id),
             mapping={"data": json.dumps(task.data), "meta": json.dumps(task.meta)},
         )
-        client.sadd(f"{self._p(project)}:tasks", task.id)
+        client.sadd(self.keys.tasks(project), task.id)
 
     # -- reads ------------------------------------------------------------------------------------------
 
     def _load(self, project: int, unique_ids: list[str]) -> list[Submission]:
         if not unique_ids:
             return []
-        p = self._p(project)
         pipe = self.redis.pipeline(transaction=False)
         for uid in unique_ids:
-            pipe.hget(f"{p}:sub:{uid}", "json")
+            pipe.hget(self.keys.submission(project, uid), "json")
         return [Submission.from_dict(json.loads(raw)) for raw in pipe.execute() if raw]
 
     def submission(self, project: int, unique_id: str) -> Submission | None:
@@ -305,35 +293,39 @@ class SubmissionStore:
 
     def task_submissions(self, project: int, task: int) -> list[Submission]:
         """Live submissions on a task, oldest first (the per-task index)."""
-        uids = [u.decode() for u in self.redis.zrange(f"{self._p(project)}:task:{task}:subs", 0, -1)]
+        uids = [u.decode() for u in self.redis.zrange(self.keys.task_submissions(project, task), 0, -1)]
         return self._load(project, uids)
 
     def annotator_log(self, project: int, annotator: int) -> list[Submission]:
         """An annotator's live submissions in the project, oldest first."""
-        uids = [u.decode() for u in self.redis.zrange(f"{self._p(project)}:annotator:{annotator}:subs", 0, -1)]
+        uids = [u.decode() for u in self.redis.zrange(self.keys.annotator_submissions(project, annotator), 0, -1)]
         return self._load(project, uids)
 
+    def annotator_submission_count(self, project: int, annotator: int) -> int:
+        """How many live submissions of ``annotator`` the project's log holds (one Redis call, nothing loaded)."""
+        return int(self.redis.zcard(self.keys.annotator_submissions(project, annotator)))
+
     def annotators(self, project: int) -> list[int]:
-        return sorted(int(a) for a in self.redis.smembers(f"{self._p(project)}:annotators"))
+        return sorted(int(a) for a in self.redis.smembers(self.keys.annotators(project)))
 
     def tasks(self, project: int) -> list[int]:
-        return sorted(int(t) for t in self.redis.smembers(f"{self._p(project)}:tasks"))
+        return sorted(int(t) for t in self.redis.smembers(self.keys.tasks(project)))
 
     def projects(self) -> list[int]:
-        return sorted(int(p) for p in self.redis.smembers(f"{self.prefix}:projects"))
+        return sorted(int(p) for p in self.redis.smembers(self.keys.projects()))
 
     def lead_times(self, project: int, annotator: int | None = None) -> list[float]:
         """Recent lead times of an annotator, or of the whole project."""
-        key = f"{self._p(project)}:annotator:{annotator}:lead_times" if annotator is not None else \
-            f"{self._p(project)}:lead_times"
+        key = self.keys.annotator_lead_times(project, annotator) if annotator is not None else \
+            self.keys.lead_times(project)
         return [float(v) for v in self.redis.lrange(key, 0, -1)]
 
     def project_info(self, project: int) -> dict[str, str]:
-        raw = self.redis.hgetall(f"{self._p(project)}:project")
+        raw = self.redis.hgetall(self.keys.project_info(project))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def task_info(self, project: int, task: int) -> TaskInfo | None:
-        raw = self.redis.hgetall(f"{self._p(project)}:task:{task}")
+        raw = self.redis.hgetall(self.keys.task_info(project, task))
         if not raw:
             return None
         return TaskInfo(id=task, data=json.loads(raw[b"data"]), meta=json.loads(raw[b"meta"]))
@@ -353,7 +345,7 @@ class SubmissionStore:
         tasks = self.tasks(project)
         pipe = self.redis.pipeline(transaction=False)
         for task in tasks:
-            pipe.zcard(f"{self._p(project)}:task:{task}:subs")
+            pipe.zcard(self.keys.task_submissions(project, task))
         counts = pipe.execute()
         return {
             "project": project,
