@@ -1,18 +1,7 @@
 """Scores in Redis: gold answers, per-task agreement, and every annotator's running record.
 
-Keys (beside those of :mod:`qa_hooks.store`; ``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator):
-
-- ``{p}:p:{pid}:gold:annotation`` (hash): task -> ``{"uid", "result"}`` of its ground-truth annotation.
-- ``{p}:p:{pid}:gold:meta`` (hash): task -> gold answer from the task's ``meta["gold"]`` (a result list, or a
-  label for single-choice configs). An annotation marked ground truth wins over ``meta``.
-- ``{p}:p:{pid}:task:{tid}:score`` (hash): ``agreement``, ``consensus``, ``confidence``, ``consensus_share``,
-  ``consensus_reached``, ``n``, ``posterior``,
-  ``version`` (bumped by every rescoring).
-- ``{p}:p:{pid}:task:{tid}:contrib`` (hash): annotator -> their :class:`~qa_hooks.scoring.Contribution` (JSON).
-- ``{p}:p:{pid}:annotator:{uid}:stats`` (hash): running sums ``gold_n``, ``gold_sum``, ``peer_n``,
-  ``peer_sum``, ``pair_n``, ``pair_sum``.
-- ``{p}:p:{pid}:annotator:{uid}:confusion`` (hash): ``"true\\tgiven"`` -> (soft) count.
-- ``{p}:p:{pid}:flags`` (hash): annotator -> their low-effort and fraud signals (JSON), see ``qa_hooks.signals``.
+The keys (gold answers, task scores, contributions, annotators' running sums and confusion counts, flags) are
+listed in :mod:`core.keys`, which builds every one of them.
 
 Rescoring a task computes its contributions afresh and adds only the difference to each annotator's sums, under
 a version check on the task, so the work per event is proportional to the annotations on that task and
@@ -28,6 +17,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from core.keys import Keys
 from qa_hooks.events import Submission
 from qa_hooks.scoring import (
     PRIOR_ALPHA,
@@ -108,32 +98,34 @@ def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
 
 
-# One round trip reads everything a task's rescoring needs. (Keys are built inside the script, which
-# suits a single Redis, crowdgate's deployment; a Redis Cluster would need hash tags per project.)
+# One round trip reads everything a task's rescoring needs. KEYS: the task's score, submission index and
+# contributions, the project, its annotation gold and meta gold; ARGV: the task, then the (head, tail) parts of a
+# submission's and of an annotator's stats key (Keys.*_parts). (Those per-element keys are built inside the
+# script, which suits a single Redis, crowdgate's deployment; a Redis Cluster would need hash tags per project.)
 _READ_TASK = """
-local p, task = ARGV[1], ARGV[2]
-local version = redis.call('HGET', p .. ':task:' .. task .. ':score', 'version') or false
-local uids = redis.call('ZRANGE', p .. ':task:' .. task .. ':subs', 0, -1)
+local task = ARGV[1]
+local version = redis.call('HGET', KEYS[1], 'version') or false
+local uids = redis.call('ZRANGE', KEYS[2], 0, -1)
 local subs, annotators, seen = {}, {}, {}
 for _, uid in ipairs(uids) do
-  local row = redis.call('HMGET', p .. ':sub:' .. uid, 'json', 'annotator')
+  local row = redis.call('HMGET', ARGV[2] .. uid .. ARGV[3], 'json', 'annotator')
   if row[1] then
     table.insert(subs, row[1])
     if not seen[row[2]] then seen[row[2]] = true; table.insert(annotators, row[2]) end
   end
 end
-local contrib = redis.call('HGETALL', p .. ':task:' .. task .. ':contrib')
+local contrib = redis.call('HGETALL', KEYS[3])
 for i = 1, #contrib, 2 do
   if not seen[contrib[i]] then seen[contrib[i]] = true; table.insert(annotators, contrib[i]) end
 end
 local stats = {}
 for i, a in ipairs(annotators) do
-  stats[i] = redis.call('HMGET', p .. ':annotator:' .. a .. ':stats',
+  stats[i] = redis.call('HMGET', ARGV[4] .. a .. ARGV[5],
                         'gold_n', 'gold_sum', 'peer_n', 'peer_sum', 'pair_n', 'pair_sum')
 end
-return {version, redis.call('HMGET', p .. ':project', 'label_config', 'control_weights'),
-        redis.call('HGET', p .. ':gold:annotation', task) or false,
-        redis.call('HGET', p .. ':gold:meta', task) or false,
+return {version, redis.call('HMGET', KEYS[4], 'label_config', 'control_weights'),
+        redis.call('HGET', KEYS[5], task) or false,
+        redis.call('HGET', KEYS[6], task) or false,
         contrib, subs, annotators, stats}
 """
 
@@ -155,30 +147,28 @@ class Ledger:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.read_script = LuaScript(_READ_TASK)
         self._commit = LuaScript(_COMMIT)
-
-    def _p(self, project: int) -> str:
-        return f"{self.prefix}:p:{project}"
 
     # -- gold -------------------------------------------------------------------------------------------
 
     def set_meta_gold(self, project: int, task: int, gold: Any, pipe: Pipeline | None = None) -> None:
         """Gold from a task's ``meta["gold"]``: a result list, or a label for single-choice configs."""
-        (pipe or self.redis).hset(f"{self._p(project)}:gold:meta", task, json.dumps(gold))
+        (pipe or self.redis).hset(self.keys.meta_gold(project), task, json.dumps(gold))
 
     def gold_tasks(self, project: int) -> list[int]:
         """Tasks with a gold answer, from a ground-truth annotation or ``meta["gold"]``."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hkeys(f"{self._p(project)}:gold:annotation")
-        pipe.hkeys(f"{self._p(project)}:gold:meta")
+        pipe.hkeys(self.keys.annotation_gold(project))
+        pipe.hkeys(self.keys.meta_gold(project))
         marked, meta = pipe.execute()
         return sorted({int(t) for t in marked} | {int(t) for t in meta})
 
     def gold(self, project: int, task: int, label_config: str | None = None) -> list[dict[str, Any]] | None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(f"{self._p(project)}:gold:annotation", task)
-        pipe.hget(f"{self._p(project)}:gold:meta", task)
+        pipe.hget(self.keys.annotation_gold(project), task)
+        pipe.hget(self.keys.meta_gold(project), task)
         return self._gold_from(*pipe.execute(), label_config)
 
     @staticmethod
@@ -200,25 +190,31 @@ class Ledger:
 
     def queue_read(self, pipe: Pipeline, project: int, task: int) -> None:
         """Queue the read of a task's state on ``pipe``; hand its reply to :meth:`rescore` as ``state``."""
-        self.read_script.queue(pipe, [], [self._p(project), task])
+        self.read_script.queue(pipe, *self._read_task_keys(project, task))
+
+    def _read_task_keys(self, project: int, task: int) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the task read script."""
+        k = self.keys
+        keys = [k.task_score(project, task), k.task_submissions(project, task), k.task_contributions(project, task),
+                k.project_info(project), k.annotation_gold(project), k.meta_gold(project)]
+        return keys, [task, *k.submission_parts(project), *k.annotator_stats_parts(project)]
 
     def rescore(self, project: int, task: int, state: list[Any] | None = None,
                 max_attempts: int = 20) -> TaskScore | None:
         """Recompute a task's scores and move the difference into its annotators' records."""
-        p = self._p(project)
         for _ in range(max_attempts):
             if state is None:
-                state = self.read_script(self.redis, [], [p, task])
-            outcome = self._rescore_from(state, p, task)
+                state = self.read_script(self.redis, *self._read_task_keys(project, task))
+            outcome = self._rescore_from(state, project, task)
             if outcome is None:
                 return None
             score, ops, version = outcome
-            if self._commit(self.redis, [], [f"{p}:task:{task}:score", version, json.dumps(ops)]):
+            if self._commit(self.redis, [], [self.keys.task_score(project, task), version, json.dumps(ops)]):
                 return score
             state = None  # someone rescored it meanwhile: read again
         raise RuntimeError(f"task {task} of project {project} kept changing while being rescored")
 
-    def _rescore_from(self, state: list[Any], p: str, task: int):
+    def _rescore_from(self, state: list[Any], project: int, task: int):
         version, (config_raw, weights_raw), gold_annotation, gold_meta, old_raw, subs_raw, annotators, stats_raw = state
         if not config_raw:
             return None  # no label config known yet: the project's first event carries it
@@ -245,22 +241,23 @@ class Ledger:
 
         score = score_task(submissions, gold, label_config, control_weights, beliefs)
 
-        contrib_key = f"{p}:task:{task}:contrib"
+        k = self.keys
+        contrib_key = k.task_contributions(project, task)
         ops: list[list[str]] = []
         if gold_value != gold_annotation:
             if gold_value is None:
-                ops.append(["del", f"{p}:gold:annotation", str(task)])
+                ops.append(["del", k.annotation_gold(project), str(task)])
             else:
-                ops.append(["set", f"{p}:gold:annotation", str(task), gold_value.decode()])
+                ops.append(["set", k.annotation_gold(project), str(task), gold_value.decode()])
         for annotator in annotator_ids:
             new = score.contributions.get(annotator)
             before = old.get(annotator, Contribution())
             after = new or Contribution()
-            stats_key = f"{p}:annotator:{annotator}:stats"
+            stats_key = k.annotator_stats(project, annotator)
             for name, delta in _deltas(before, after).items():
                 if abs(delta) > 1e-12:
                     ops.append(["incr", stats_key, name, repr(delta)])
-            confusion_key = f"{p}:annotator:{annotator}:confusion"
+            confusion_key = k.annotator_confusion(project, annotator)
             for cell in set(before.confusion) | set(after.confusion):
                 delta = after.confusion.get(cell, 0.0) - before.confusion.get(cell, 0.0)
                 if abs(delta) > 1e-12:
@@ -270,7 +267,7 @@ class Ledger:
                     ops.append(["del", contrib_key, str(annotator)])
             else:
                 ops.append(["set", contrib_key, str(annotator), json.dumps(new.to_dict(), separators=(",", ":"))])
-        score_key = f"{p}:task:{task}:score"
+        score_key = k.task_score(project, task)
         fields = {"n": str(len(score.contributions)),
                   "agreement": "" if score.agreement is None else repr(score.agreement),
                   "consensus": score.consensus or "",
@@ -284,19 +281,17 @@ class Ledger:
     # -- reads ------------------------------------------------------------------------------------------
 
     def reliability(self, project: int, annotator: int) -> Reliability:
-        p = self._p(project)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(f"{p}:annotator:{annotator}:stats")
-        pipe.hgetall(f"{p}:annotator:{annotator}:confusion")
+        pipe.hgetall(self.keys.annotator_stats(project, annotator))
+        pipe.hgetall(self.keys.annotator_confusion(project, annotator))
         stats, confusion = pipe.execute()
         return reliability_from_stats(annotator, _floats(stats), _floats(confusion))
 
     def reliabilities(self, project: int, annotators: list[int]) -> dict[int, Reliability]:
-        p = self._p(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotator in annotators:
-            pipe.hgetall(f"{p}:annotator:{annotator}:stats")
-            pipe.hgetall(f"{p}:annotator:{annotator}:confusion")
+            pipe.hgetall(self.keys.annotator_stats(project, annotator))
+            pipe.hgetall(self.keys.annotator_confusion(project, annotator))
         raw = pipe.execute()
         return {a: reliability_from_stats(a, _floats(raw[2 * i]), _floats(raw[2 * i + 1]))
                 for i, a in enumerate(annotators)}
@@ -309,11 +304,11 @@ class Ledger:
         project_times = store.lead_times(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotator in annotators:
-            pipe.lrange(f"{self._p(project)}:annotator:{annotator}:lead_times", 0, -1)
+            pipe.lrange(self.keys.annotator_lead_times(project, annotator), 0, -1)
         times = {a: [float(v) for v in raw] for a, raw in zip(annotators, pipe.execute(), strict=True)}
         flagged: dict[int, list[Flag]] = {}
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(f"{self._p(project)}:flags")
+        pipe.delete(self.keys.annotator_flags(project))
         for annotator, record in records.items():
             flags = annotator_flags(
                 lead_times=times[annotator], project_lead_times=project_times, given=given_counts(record.confusion),
@@ -322,16 +317,28 @@ class Ledger:
             )
             if flags:
                 flagged[annotator] = flags
-                pipe.hset(f"{self._p(project)}:flags", annotator, json.dumps([f.__dict__ for f in flags]))
+                pipe.hset(self.keys.annotator_flags(project), annotator, json.dumps([f.__dict__ for f in flags]))
         pipe.execute()
         return flagged
 
     def flags(self, project: int, annotator: int) -> list[Flag]:
-        raw = self.redis.hget(f"{self._p(project)}:flags", annotator)
+        raw = self.redis.hget(self.keys.annotator_flags(project), annotator)
         return [Flag(**f) for f in json.loads(raw)] if raw else []
 
+    def contributions(self, project: int, task: int) -> dict[int, dict[str, Any]]:
+        """annotator -> their :class:`~qa_hooks.scoring.Contribution` to ``task`` (as stored, a dict)."""
+        raw = self.redis.hgetall(self.keys.task_contributions(project, task))
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def annotator_contributions(self, project: int, annotator: int, tasks: list[int]) -> dict[int, dict[str, Any]]:
+        """task -> ``annotator``'s contribution to it (as stored, a dict), for those of ``tasks`` that have one."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task in tasks:
+            pipe.hget(self.keys.task_contributions(project, task), annotator)
+        return {task: json.loads(raw) for task, raw in zip(tasks, pipe.execute(), strict=True) if raw}
+
     def task_score(self, project: int, task: int) -> dict[str, Any]:
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:task:{task}:score").items()}
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.task_score(project, task)).items()}
         if not raw:
             return {}
         number = lambda v: float(v) if v else None  # noqa: E731
