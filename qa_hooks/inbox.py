@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
+from core.keys import Keys
 from qa_hooks.events import Event
 from qa_hooks.jobs import process_event
 
@@ -30,6 +31,7 @@ class Inbox:
         self.deadline_s = deadline_s  # Label Studio waits 1 s for the whole webhook
         self.queue = Queue(queue, connection=connection)
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.dedup_ttl_s = dedup_ttl_s
         self.job = job
 
@@ -42,8 +44,8 @@ class Inbox:
         Raises ``redis.RedisError`` when the outcome is unknown or nothing was written; either way a redelivery
         or the reconciliation pass records the event exactly once.
         """
-        prefix = f"{self.prefix}:seen:{event.project}:"
-        keys = [prefix + k for k in event.dedup_keys()]
+        marks = {self.keys.dedup(event.project, k): k for k in event.dedup_keys()}
+        keys = list(marks)
         deadline = time.monotonic() + self.deadline_s
         with self.redis.pipeline() as pipe:
             while True:
@@ -53,7 +55,7 @@ class Inbox:
                     if not fresh:
                         pipe.unwatch()
                         return "duplicate", None
-                    todo = event.only({key[len(prefix):] for key in fresh})
+                    todo = event.only({marks[key] for key in fresh})
                     pipe.multi()
                     # RQ writes the job into the transaction: one EXEC persists the job and its marks.
                     job = self.queue.enqueue(
