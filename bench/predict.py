@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.settings import Settings
 from ml_backend import artifacts, features
 from ml_backend.app import create_app
 from ml_backend.classifier import EmbeddingClassifier
-from ml_backend.config import MLSettings
 from ml_backend.prelabeler import Prelabeler
 from scripts.crowd_sets import load_items
 
@@ -61,7 +61,7 @@ def main() -> None:
     artifacts.save(TRAINED, "classifier", classifier, version=classifier.model_version, root=root)
     train_seconds = time.perf_counter() - started
     os.environ.pop("CROWDGATE_LLM_MODEL", None)  # the embedded path: no LLM
-    client = create_app(MLSettings(), model=Prelabeler(model_root=root)).test_client()
+    client = create_app(Settings(redis_url=""), model=Prelabeler(model_root=root)).test_client()
 
     def post(project: int, tasks: list[dict[str, Any]]) -> tuple[float, float, list[dict[str, Any]]]:
         features.DEFAULT_CACHE.clear()

@@ -14,26 +14,24 @@ import sys
 import redis
 from rq.cron import CronScheduler
 
+from core.settings import Settings, use
 from crowdgate.pipeline import reconcile_and_route
-from qa_hooks.config import EVENTS_QUEUE
 from qa_hooks.jobs import refresh_flags
 from routing.actions import sweep_deadlines
-from routing.runtime import ROUTING_QUEUE
 
 
-def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronScheduler:
+def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
     cron = CronScheduler(connection=connection, name=f"crowdgate-cron:{os.getpid()}")
-    events = os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE)
+    events = settings.events_queue
     # (job, queue, seconds between runs, timeout, name operators know it by); 0 seconds: not scheduled.
     # Each escalation also schedules its own deadline check (enqueue_in): the deadline sweep is only a backstop
     # for checks lost with an old Redis snapshot, off unless CROWDGATE_SLA_SWEEP_S is set.
     jobs = [
-        (reconcile_and_route, events, int(os.environ.get("CROWDGATE_RECONCILE_INTERVAL_S", "300")), 1800,
-         "reconcile_all"),
-        (refresh_flags, events, int(os.environ.get("CROWDGATE_FLAGS_INTERVAL_S", "60")), 600, "refresh_flags"),
-        (sweep_deadlines, ROUTING_QUEUE, int(os.environ.get("CROWDGATE_SLA_SWEEP_S", "0")), 600, "sweep_deadlines"),
+        (reconcile_and_route, events, settings.reconcile_interval_s, 1800, "reconcile_all"),
+        (refresh_flags, events, settings.flags_interval_s, 600, "refresh_flags"),
+        (sweep_deadlines, settings.routing_queue, settings.sla_sweep_s, 600, "sweep_deadlines"),
     ]
-    kwargs = {"prefix": prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")}
+    kwargs = {"prefix": settings.key_prefix}
     for func, queue, interval, timeout, name in jobs:
         if interval > 0:
             cron.register(func, queue_name=queue, kwargs=kwargs, interval=interval, job_timeout=timeout, name=name)
@@ -41,8 +39,9 @@ def scheduler(connection: redis.Redis, prefix: str | None = None) -> CronSchedul
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("CROWDGATE_LOG_LEVEL", "INFO"))
-    scheduler(redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))).start()
+    settings = use(Settings.from_env())
+    logging.basicConfig(level=settings.log_level)
+    scheduler(redis.Redis.from_url(settings.redis_url), settings).start()
     return 0
 
 

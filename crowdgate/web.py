@@ -10,23 +10,24 @@ import sys
 
 from flask import Flask
 
+from core.settings import Settings, use
 from crowdgate.pipeline import handle_event
 from ml_backend.protocol import init_ml_backend
 from qa_hooks.receiver import init_hooks
 
 
-def create_app() -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
+    """The application factory; ``settings`` default to the environment's, read once per process."""
+    settings = use(settings or Settings.from_env())
     app = Flask("crowdgate")
-    init_ml_backend(app)
-    init_hooks(app, job=handle_event)  # each event is scored, then routed
+    init_ml_backend(app, settings)
+    init_hooks(app, settings, job=handle_event)  # each event is scored, then routed
     return app
 
 
 def main() -> None:
-    bind = os.environ.get("CROWDGATE_BIND", "127.0.0.1:9090")
-    workers = os.environ.get("CROWDGATE_WEB_WORKERS", "2")
-    threads = os.environ.get("CROWDGATE_WEB_THREADS", "8")
-    args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", workers, "--threads", threads]
-    args += ["--worker-class", "gthread"]
+    settings = Settings.from_env()
+    args = [sys.executable, "-m", "gunicorn", "--bind", settings.bind, "--workers", str(settings.web_workers),
+            "--threads", str(settings.web_threads), "--worker-class", "gthread"]
     args += ["--timeout", "120", "--access-logfile", "-", *sys.argv[1:], "crowdgate.web:create_app()"]
     os.execv(args[0], args)

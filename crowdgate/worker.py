@@ -12,7 +12,6 @@ with its 30 s timeout, is picked up again within about a minute).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,13 +22,8 @@ import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
-from ml_backend.training import ML_QUEUE
-from qa_hooks.config import EVENTS_QUEUE
-from routing.runtime import ROUTING_QUEUE
+from core.settings import Settings, use
 
-# Events first: a decision needs the scored submission; routing actions follow on their own queue, and model
-# training (slow, rare) comes last. Run more workers, or one per queue (`crowdgate-worker QUEUE`), to scale.
-QUEUES = (os.environ.get("CROWDGATE_EVENTS_QUEUE", EVENTS_QUEUE), ROUTING_QUEUE, ML_QUEUE)
 MAINTENANCE_INTERVAL_S = 15
 ABANDONED_AFTER_S = 10
 MAX_BACKOFF_S = 30.0
@@ -100,20 +94,27 @@ def supervise(make_worker: Callable[[], CrowdgateWorker | ForkingCrowdgateWorker
             return 0
 
 
+def queues(settings: Settings) -> tuple[str, ...]:
+    """Events first: a decision needs the scored submission; routing actions follow on their own queue, and model
+    training (slow, rare) comes last. Run more workers, or one per queue (``crowdgate-worker QUEUE``), to scale."""
+    return settings.events_queue, settings.routing_queue, settings.ml_queue
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=os.environ.get("CROWDGATE_LOG_LEVEL", "INFO"))
-    connection = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    names = argv or QUEUES
+    settings = use(Settings.from_env())  # the jobs this worker runs read them with core.settings.current()
+    logging.basicConfig(level=settings.log_level)
+    connection = redis.Redis.from_url(settings.redis_url)
+    names = argv or queues(settings)
     # RQ forks a process per job by default: ~27 jobs/s here against ~150 in-process (measured on the same
     # queue). crowdgate's jobs are short and idempotent, so they run in-process unless forking is asked for.
-    worker_class = ForkingCrowdgateWorker if os.environ.get("CROWDGATE_WORKER_FORK") == "1" else CrowdgateWorker
+    worker_class = ForkingCrowdgateWorker if settings.worker_fork else CrowdgateWorker
 
     def make_worker() -> CrowdgateWorker | ForkingCrowdgateWorker:
         queues = [Queue(name, connection=connection) for name in names]
         return worker_class(queues, connection=connection, maintenance_interval=MAINTENANCE_INTERVAL_S)
 
-    return supervise(make_worker, connection, burst=os.environ.get("CROWDGATE_WORKER_BURST") == "1")
+    return supervise(make_worker, connection, burst=settings.worker_burst)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Flask
 
-from ml_backend.config import MLSettings
+from core.settings import Settings
 from ml_backend.protocol import init_ml_backend
 
 
-def create_app(settings: MLSettings | None = None, model: Any = None) -> Flask:
+def create_app(settings: Settings | None = None, model: Any = None) -> Flask:
     app = Flask("ml_backend")
-    init_ml_backend(app, settings, model)
+    init_ml_backend(app, settings or Settings.from_env(), model)
     return app

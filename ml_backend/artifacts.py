@@ -26,8 +26,8 @@ from typing import Any
 
 import joblib
 
-ENV_DIR = "CROWDGATE_MODEL_DIR"
-DEFAULT_DIR = ".crowdgate/models"
+from core.settings import current
+
 DEFAULT_KEEP = 5
 SUFFIX = ".joblib"
 _NAME_RE = re.compile(r"^(\d{6,})__(.+)\.joblib$")
@@ -101,7 +101,8 @@ def mismatch(model: Any, label_config: str, project: str | None = None) -> str |
 
 
 def model_dir() -> Path:
-    return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    """``CROWDGATE_MODEL_DIR`` of this process's settings."""
+    return Path(current().model_dir)
 
 
 def _safe(part: str) -> str:

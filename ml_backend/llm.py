@@ -23,13 +23,12 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from urllib.parse import urlparse
 
 import openai
 
+from core.settings import Settings, current
 from ml_backend.cache import PredictionCache, cache_from_env, cache_key
 from ml_backend.confidence import TOP_LOGPROBS, logprob_confidence
 from ml_backend.prompt import PROMPT_VERSION, build_messages
@@ -53,12 +53,6 @@ REFUSAL_TTL_S = 600.0
 PROBE_WAIT_S = 5.0
 
 
-def _env_bool(value: str | None, default: bool) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in ("1", "on", "true", "yes")
-
-
 def _is_local(url: str) -> bool:
     host = (urlparse(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".local")
@@ -66,7 +60,7 @@ def _is_local(url: str) -> bool:
 
 @dataclass
 class LLMSettings:
-    """Engine configuration; :meth:`from_env` reads the ``OPENAI_*`` and ``CROWDGATE_LLM_*`` variables."""
+    """Engine configuration; :meth:`from_settings` builds it from crowdgate's settings."""
 
     base_url: str = "https://api.openai.com/v1"
     api_key: str = ""
@@ -95,43 +89,39 @@ class LLMSettings:
     invalid_ttl_s: float = 3600.0  # how long an invalid answer is remembered (no re-asking meanwhile)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMSettings:
-        e = os.environ if env is None else env
-        base_url = e.get("OPENAI_BASE_URL") or cls.base_url
-        redact_setting = e.get("CROWDGATE_REDACT", "auto").strip().lower()
+    def from_settings(cls, settings: Settings) -> LLMSettings:
+        """The engine's configuration from crowdgate's settings (the ``OPENAI_*`` and ``CROWDGATE_LLM_*``
+        variables)."""
+        s = settings
+        redact_setting = s.redact.strip().lower()
         if redact_setting in ("", "auto"):
             # Personal data stays in-house when the model does; it is masked when it would leave.
-            redact = () if _is_local(base_url) else ALL_KINDS
+            redact = () if _is_local(s.openai_base_url) else ALL_KINDS
         else:
             redact = parse_kinds(redact_setting)
-        mode = (e.get("CROWDGATE_LLM_MODE") or "auto").strip().lower()
+        mode = s.llm_mode.strip().lower() or "auto"
         if mode not in ("auto", *MODES):
             raise ValueError(f"CROWDGATE_LLM_MODE must be auto or one of {MODES}, not {mode!r}")
-
-        def num(name: str, default: float) -> float:
-            raw = e.get(name)
-            return float(raw) if raw not in (None, "") else default
-
         return cls(
-            base_url=base_url,
-            api_key=e.get("OPENAI_API_KEY", ""),
-            model=e.get("CROWDGATE_LLM_MODEL") or cls.model,
+            base_url=s.openai_base_url,
+            api_key=s.openai_api_key,
+            model=s.llm_model or cls.model,
             mode=mode,
-            concurrency=max(1, int(num("CROWDGATE_LLM_CONCURRENCY", cls.concurrency))),
-            rpm=num("CROWDGATE_LLM_RPM", 0.0),
-            tpm=num("CROWDGATE_LLM_TPM", 0.0),
-            deadline_s=num("CROWDGATE_LLM_DEADLINE_S", cls.deadline_s),
-            samples=max(1, int(num("CROWDGATE_LLM_SAMPLES", cls.samples))),
-            price_in=num("CROWDGATE_LLM_PRICE_IN", 0.0),
-            price_out=num("CROWDGATE_LLM_PRICE_OUT", 0.0),
-            budget_usd=num("CROWDGATE_LLM_BUDGET_USD", 0.0),
+            concurrency=max(1, s.llm_concurrency),
+            rpm=s.llm_rpm,
+            tpm=s.llm_tpm,
+            deadline_s=s.llm_deadline_s,
+            samples=max(1, s.llm_samples),
+            price_in=s.llm_price_in,
+            price_out=s.llm_price_out,
+            budget_usd=s.llm_budget_usd,
             redact=redact,
-            vision=_env_bool(e.get("CROWDGATE_LLM_VISION"), False),
-            max_retries=int(num("CROWDGATE_LLM_MAX_RETRIES", cls.max_retries)),
-            max_tokens=int(num("CROWDGATE_LLM_MAX_TOKENS", cls.max_tokens)),
-            logprobs=_env_bool(e.get("CROWDGATE_LLM_LOGPROBS"), True),
-            ner_occurrences=(e.get("CROWDGATE_LLM_NER_OCCURRENCES") or "all").strip().lower(),
-            cache_url=e.get("CROWDGATE_REDIS_URL") or e.get("REDIS_URL") or None,
+            vision=s.llm_vision,
+            max_retries=s.llm_max_retries,
+            max_tokens=s.llm_max_tokens,
+            logprobs=s.llm_logprobs,
+            ner_occurrences=s.llm_ner_occurrences.strip().lower() or "all",
+            cache_url=s.llm_redis_url or s.redis_url or None,
         )
 
     @property
@@ -223,7 +213,7 @@ class LLMPredictor:
         client: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.settings = settings or LLMSettings.from_env()
+        self.settings = settings or LLMSettings.from_settings(current())
         s = self.settings
         self.cache: PredictionCache = cache if cache is not None else cache_from_env(s.cache_url)
         # The client's own retries are off: it would retry 5xx twice by default, hiding the errors that tell a

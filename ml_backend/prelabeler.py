@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import redis
 
+from core.settings import Settings
 from ml_backend import artifacts
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.labeling import choice_region
@@ -89,15 +89,14 @@ class Prelabeler:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> Prelabeler:
+    def from_settings(cls, settings: Settings) -> Prelabeler:
         # The LLM is on when a model is named; OPENAI_BASE_URL / OPENAI_API_KEY say where and how.
-        llm = LLMPredictor(LLMSettings.from_env()) if os.environ.get("CROWDGATE_LLM_MODEL") else None
+        llm = LLMPredictor(LLMSettings.from_settings(settings)) if settings.llm_model else None
         knowledge = None
-        if llm and os.environ.get("REDIS_URL"):
-            connection = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=1.0, socket_connect_timeout=1.0)
-            knowledge = ProjectKnowledge(connection, os.environ.get("CROWDGATE_KEY_PREFIX", "cg"),
-                                         examples=int(os.environ.get("CROWDGATE_LLM_EXAMPLES", "3")))
-        return cls(llm=llm, knowledge=knowledge)
+        if llm and settings.redis_url:
+            connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            knowledge = ProjectKnowledge(connection, settings.key_prefix, examples=settings.llm_examples)
+        return cls(llm=llm, knowledge=knowledge, model_root=Path(settings.model_dir))
 
     @property
     def model_version(self) -> str:

@@ -18,8 +18,8 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from rq import Queue, Retry
 
+from core.settings import Settings
 from ml_backend.bulk import prelabel_import
-from ml_backend.config import MLSettings
 from ml_backend.new_tasks import difficulty_job, has_difficulty_model
 from ml_backend.prelabeler import Prelabeler
 from ml_backend.training import ML_QUEUE, train_job
@@ -49,16 +49,16 @@ def project_id(value: Any) -> int | None:
 
 @protocol.before_request
 def _check_basic_auth():
-    settings: MLSettings = _state()["settings"]
-    if not settings.auth_required:
+    settings: Settings = _state()["settings"]
+    if not settings.ml_auth_required:
         return None
     header = request.headers.get("Authorization", "")
     user = password = ""
     if header.startswith("Basic "):
         with contextlib.suppress(binascii.Error, UnicodeDecodeError):
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    ok = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode())
-    ok &= hmac.compare_digest(password.encode(), settings.basic_auth_password.encode())
+    ok = hmac.compare_digest(user.encode(), settings.ml_basic_auth_user.encode())
+    ok &= hmac.compare_digest(password.encode(), settings.ml_basic_auth_password.encode())
     if not ok:
         response = jsonify({"error": "basic auth required"})
         response.headers["WWW-Authenticate"] = 'Basic realm="crowdgate"'
@@ -179,11 +179,11 @@ class Trainer:
     ``difficulty_job`` for new tasks of a project with a difficulty model, ``prelabel_import`` after a large
     import."""
 
-    def __init__(self, connection: redis.Redis, prefix: str, every: int) -> None:
+    def __init__(self, connection: redis.Redis, prefix: str, every: int, queue: str = ML_QUEUE) -> None:
         self.redis = connection
         self.prefix = prefix
         self.every = every
-        self.queue = Queue(ML_QUEUE, connection=connection)
+        self.queue = Queue(queue, connection=connection)
 
     def start(self, project: int) -> str:
         job = self.queue.enqueue(train_job, project, self.prefix, job_timeout=1800, retry=Retry(max=2, interval=60),
@@ -209,18 +209,19 @@ class Trainer:
         return self.start(project)
 
 
-def init_ml_backend(app, settings: MLSettings | None = None, model: Any = None) -> None:
-    settings = settings or MLSettings.from_env()
+def init_ml_backend(app, settings: Settings, model: Any = None) -> None:
+    """Attach the protocol to ``app``; ``model`` replaces the one the settings describe (tests). Without a Redis
+    URL the backend predicts but cannot train."""
     trainer = None
     if settings.redis_url:
         connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        trainer = Trainer(connection, settings.key_prefix, settings.retrain_every)
+        trainer = Trainer(connection, settings.key_prefix, settings.retrain_every, settings.ml_queue)
     app.extensions["crowdgate.ml"] = {
         "settings": settings,
-        "model": model or Prelabeler.from_env(),
+        "model": model or Prelabeler.from_settings(settings),
         "projects": {},
         "trainer": trainer,
     }
     current = app.config.get("MAX_CONTENT_LENGTH")
-    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.ml_max_body_bytes)
     app.register_blueprint(protocol)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from qa_hooks.config import HookSettings
+from core.settings import Settings
 from qa_hooks.receiver import init_hooks
 
 
-def create_app(settings: HookSettings | None = None) -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("qa_hooks")
-    init_hooks(app, settings)
+    init_hooks(app, settings or Settings.from_env())
     return app

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from qa_hooks.config import HookSettings
+from core.settings import Settings
 from qa_hooks.events import PayloadError, parse_body
 from qa_hooks.inbox import Inbox
 from qa_hooks.jobs import process_event
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 hooks = Blueprint("hooks", __name__)
 
 
-def _settings() -> HookSettings:
+def _settings() -> Settings:
     return current_app.extensions["crowdgate.hooks"]["settings"]
 
 
@@ -42,7 +42,7 @@ def _error(reason: str, status: int):
 
 @hooks.errorhandler(RequestEntityTooLarge)
 def _too_large(_exc: RequestEntityTooLarge):
-    return _error(f"body larger than {_settings().max_body_bytes} bytes", 413)
+    return _error(f"body larger than {_settings().max_webhook_bytes} bytes", 413)
 
 
 @hooks.post("/hooks/labelstudio")
@@ -52,8 +52,8 @@ def receive():
     given = request.headers.get(SECRET_HEADER, "")
     if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
         return _error(f"missing or wrong {SECRET_HEADER} header", 401)
-    if request.content_length is not None and request.content_length > _settings().max_body_bytes:
-        return _error(f"body larger than {_settings().max_body_bytes} bytes", 413)
+    if request.content_length is not None and request.content_length > _settings().max_webhook_bytes:
+        return _error(f"body larger than {_settings().max_webhook_bytes} bytes", 413)
     try:
         event = parse_body(request.get_data(cache=False))
     except PayloadError as exc:
@@ -78,9 +78,8 @@ def health():
     return jsonify({"status": "UP"})
 
 
-def init_hooks(app, settings: HookSettings | None = None, job: Callable[..., Any] = process_event) -> None:
+def init_hooks(app, settings: Settings, job: Callable[..., Any] = process_event) -> None:
     """Attach the receiver and its Redis connection to ``app``; ``job`` is the RQ job run for each event."""
-    settings = settings or HookSettings.from_env()
     if not settings.webhook_secret:
         log.warning("CROWDGATE_WEBHOOK_SECRET is empty: every webhook will be refused with 401")
     # No client-side retries: resending a write whose first try may have landed is the inbox's decision.
@@ -90,8 +89,8 @@ def init_hooks(app, settings: HookSettings | None = None, job: Callable[..., Any
         socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
-    inbox = Inbox(connection, settings.queue, settings.key_prefix, settings.dedup_ttl_s, job)
+    inbox = Inbox(connection, settings.events_queue, settings.key_prefix, settings.dedup_ttl_s, job)
     app.extensions["crowdgate.hooks"] = {"settings": settings, "inbox": inbox}
     current = app.config.get("MAX_CONTENT_LENGTH")
-    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_body_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.max_webhook_bytes)
     app.register_blueprint(hooks)

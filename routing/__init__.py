@@ -29,12 +29,11 @@ from routing.exam import offer_gold, sync_gold_offer
 from routing.inputs import predicted_difficulty
 from routing.policy import DEFAULT_POLICY, Policy, PolicyError, load_policy, parse_policy
 from routing.router import RoutingError, after_scoring
-from routing.runtime import ROUTING_QUEUE, Context, enqueue_action, labelstudio, set_labelstudio
+from routing.runtime import Context, enqueue_action, labelstudio, set_labelstudio
 from routing.state import AnnotatorRecord, RoutingState, TaskRoute
 
 __all__ = [
     "DEFAULT_POLICY",
-    "ROUTING_QUEUE",
     "AnnotatorRecord",
     "AuditLog",
     "Context",

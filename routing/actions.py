@@ -20,7 +20,6 @@ own action and a stale one does nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +37,6 @@ from routing.runtime import Context, enqueue_action, job_id, labelstudio, unless
 from routing.state import TaskRoute
 
 __all__ = [
-    "ACTIVE_WITHIN_S",
     "SOURCE_FIELD",
     "apply_tier_change",
     "check_deadline",
@@ -52,7 +50,6 @@ __all__ = [
     "write_back",
 ]
 
-ACTIVE_WITHIN_S = float(os.environ.get("CROWDGATE_ACTIVE_WITHIN_S", "3600"))
 SOURCE_FIELD = "crowdgate_source_task"
 
 
@@ -171,7 +168,7 @@ def _route_to(ctx: Context, project: int, task: int, tier: str, route: TaskRoute
     cat = categorical(ctx.store.project_info(project).get("label_config") or "<View/>") if live else None
     disputed = [v for v in (label_of(s.result, cat.control) for s in live) if v] if cat else []
     choice = choose_annotator(candidates, policy, tier, exclude=touched, disputed=disputed, now=now,
-                              active_within=ACTIVE_WITHIN_S)
+                              active_within=ctx.settings.active_within_s)
     chosen = choice.annotator_id
     ctx.audit.record("decision", "assign", project, task, [chosen] if chosen else [], choice.reason,
                      {**choice.evidence, "kind": kind, "edition": kind_of_server})

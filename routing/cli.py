@@ -17,13 +17,13 @@ Both read ``REDIS_URL`` and ``CROWDGATE_KEY_PREFIX`` like the other crowdgate se
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import redis
 
+from core.settings import Settings, use
 from routing.audit import KINDS, AuditLog, to_csv, to_jsonl
 from routing.exam import offer_gold
 from routing.policy import PolicyError, parse_policy
@@ -31,8 +31,8 @@ from routing.state import RoutingState
 
 
 def _connect(args: argparse.Namespace) -> tuple[redis.Redis, str]:
-    url = args.redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    return redis.Redis.from_url(url), args.prefix or os.environ.get("CROWDGATE_KEY_PREFIX", "cg")
+    settings = use(Settings.from_env())
+    return redis.Redis.from_url(args.redis_url or settings.redis_url), args.prefix or settings.key_prefix
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -66,12 +65,11 @@ from routing.runtime import Context, job_id
 from routing.state import AnnotatorRecord, TaskRoute
 from routing.stopping import WorkerModel, matched_threshold
 
-__all__ = ["STOP_THRESHOLD_TTL_S", "RoutingError", "after_scoring", "crowd_stop_threshold"]
+__all__ = ["RoutingError", "after_scoring", "crowd_stop_threshold"]
 
 log = logging.getLogger(__name__)
 
 # How long a project's crowd-matched stop threshold is reused before the annotators' models are read again.
-STOP_THRESHOLD_TTL_S = int(os.environ.get("CROWDGATE_STOP_THRESHOLD_TTL_S", "60"))
 
 
 class RoutingError(RuntimeError):
@@ -82,7 +80,7 @@ def crowd_stop_threshold(ctx: Context, policy: Policy, project: int, classes: tu
     """The posterior threshold matched to the project's crowd (``overlap.stop.match_overlap``), or None for
     the policy's own threshold (matching off, or fewer than ``match_min_labels`` labels behind the models).
 
-    Computed from every annotator's ledger record and cached for ``STOP_THRESHOLD_TTL_S`` seconds: the
+    Computed from every annotator's ledger record and cached for ``CROWDGATE_STOP_THRESHOLD_TTL_S`` seconds: the
     crowd's quality moves slowly, and reading hundreds of records on every event would not.
     """
     stop = policy.overlap.stop
@@ -109,7 +107,7 @@ def crowd_stop_threshold(ctx: Context, policy: Policy, project: int, classes: tu
             f"threshold {threshold}: simulated accuracy {matched.accuracy:.3f} with {matched.labels_per_task:.2f} "
             f"labels per task against {matched.fixed_overlap_accuracy:.3f} for a fixed overlap of "
             f"{stop.match_overlap}"), evidence={**asdict(matched), "labels": labels, "annotators": len(models)})
-    ctx.state.set_stop_threshold(project, key, threshold, labels, STOP_THRESHOLD_TTL_S)
+    ctx.state.set_stop_threshold(project, key, threshold, labels, ctx.settings.stop_threshold_ttl_s)
     return threshold
 
 
@@ -130,8 +128,7 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
     link = ctx.state.tier_project_link(project)
     # Until a policy is bound to a project, routing only shows what it would do (CROWDGATE_ROUTE_UNBOUND=1
     # acts on the default policy too): nothing in Label Studio changes behind an admin's back.
-    ctx.dry_run = link is None and not ctx.state.policy_bound(project) and \
-        os.environ.get("CROWDGATE_ROUTE_UNBOUND") != "1"
+    ctx.dry_run = link is None and not ctx.state.policy_bound(project) and not ctx.settings.route_unbound
     summary["dry_run"] = ctx.dry_run
     try:
         policy = ctx.state.policy(project)

@@ -9,7 +9,6 @@ this process use (:func:`set_labelstudio` swaps it in tests and scripts).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from core.labelstudio import LabelStudioClient, LabelStudioError
+from core.settings import Settings, current
 from qa_hooks.jobs import current_connection
 from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
@@ -31,7 +31,6 @@ __all__ = [
     "FAILED_TTL_S",
     "RESULT_TTL_S",
     "RETRY",
-    "ROUTING_QUEUE",
     "Context",
     "enqueue_action",
     "job_id",
@@ -43,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ROUTING_QUEUE = os.environ.get("CROWDGATE_ROUTING_QUEUE", "crowdgate-routing")
 RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 RESULT_TTL_S = 24 * 3600  # keeps a finished job's id, so RQ refuses the same action for a day
 FAILED_TTL_S = 30 * 24 * 3600
@@ -85,6 +83,7 @@ class Context:
 
     connection: redis.Redis
     prefix: str = "cg"
+    settings: Settings = field(default_factory=current)
     dry_run: bool = False  # decide and audit, but enqueue no action (a project without a bound policy)
     state: RoutingState = field(init=False)
     audit: AuditLog = field(init=False)
@@ -148,7 +147,7 @@ class Context:
 def enqueue_action(connection: redis.Redis, func: Callable[..., Any], job: str, *, delay: float | None = None,
                    **kwargs: Any) -> str | None:
     """Enqueue ``func(**kwargs)`` on the routing queue as job ``job``; None when that job already exists."""
-    queue = Queue(ROUTING_QUEUE, connection=connection)
+    queue = Queue(current().routing_queue, connection=connection)
     options: dict[str, Any] = {
         "job_id": job, "unique": True, "retry": RETRY, "result_ttl": RESULT_TTL_S, "failure_ttl": FAILED_TTL_S,
         "on_failure": Callback(on_action_failure), "description": job,

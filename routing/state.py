@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -40,6 +39,7 @@ from typing import Any
 import redis
 from redis.exceptions import WatchError
 
+from core.settings import current
 from routing.policy import Policy, parse_policy
 
 __all__ = [
@@ -155,7 +155,7 @@ class RoutingState:
         raw = self.redis.hmget(f"{self._p(project)}:policy", "yaml", "origin")
         if raw[0] is not None:
             return raw[0].decode(), (_s(raw[1]) or f"redis:{project}")
-        path = Path(os.environ.get("CROWDGATE_DEFAULT_POLICY", DEFAULT_POLICY_FILE))
+        path = Path(current().default_policy or DEFAULT_POLICY_FILE)
         return path.read_text(encoding="utf-8"), str(path)
 
     def policy(self, project: int) -> Policy:

@@ -12,8 +12,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from core.settings import Settings, current
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 CHECKOUT_STATE = CHECKOUT / ".crowdgate"
@@ -54,3 +57,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if _run_dir is not None:
         shutil.rmtree(_run_dir, ignore_errors=True)
+
+
+def isolated_settings(**changes: Any) -> Settings:
+    """crowdgate's settings for a test: the environment as :func:`pytest_configure` left it (state folders in
+    the run's temporary folder), with ``changes``; ``redis_url=""`` means no Redis."""
+    return Settings.from_env().with_(**changes)
+
+
+def use_settings(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Settings:
+    """Make this process's settings (:func:`core.settings.current`, what RQ jobs run in the test read) carry
+    ``changes`` for one test; the monkeypatch restores them."""
+    import core.settings
+
+    settings = current().with_(**changes)
+    monkeypatch.setattr(core.settings, "_current", settings)
+    return settings
+
+
+def use_environ(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """Set ``env`` in this process's environment (for the services a test starts) and make the settings read from
+    it this process's own (for the RQ jobs the test runs in-process); the monkeypatch restores both."""
+    import core.settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    monkeypatch.setattr(core.settings, "_current", settings)
+    return settings

@@ -16,6 +16,7 @@ import pytest
 from ml_backend import artifacts, features
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.features import NotTrainedError, parse_label_config, task_texts
+from tests.state_isolation import use_settings
 
 SENTIMENT = (
     '<View><Text name="text" value="$text"/>'
@@ -193,7 +194,7 @@ def test_multilabel_one_vs_rest():
 
 
 def test_artifacts_round_trip_latest_and_pruning(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROWDGATE_MODEL_DIR", str(tmp_path / "models"))
+    use_settings(monkeypatch, model_dir=str(tmp_path / "models"))
     tasks, labels = sentiment_set(["the {thing} was {word}"])
     model = EmbeddingClassifier(SENTIMENT, embedder=hashed_embedder)
     assert artifacts.latest(7, "classifier") is None

@@ -11,6 +11,7 @@ import pytest
 from ml_backend import artifacts
 from ml_backend.difficulty import DifficultyModel, disagreement, label_entropy, missed_gold
 from ml_backend.features import FEATURE_NAMES, NotTrainedError, pair_features, text_features
+from tests.state_isolation import use_settings
 from tests.test_classifier import hashed_embedder
 
 PAIR = (
@@ -115,7 +116,7 @@ def test_too_little_data_and_versions(tmp_path, monkeypatch):
         versions.add(model.model_version)
     assert len(versions) == 2 and model.generation == 2
 
-    monkeypatch.setenv("CROWDGATE_MODEL_DIR", str(tmp_path))
+    use_settings(monkeypatch, model_dir=str(tmp_path))
     artifacts.save("3", "difficulty", model)
     loaded = artifacts.latest("3", "difficulty")
     loaded._embedder = hashed_embedder
@@ -154,10 +155,10 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
     from rq import Queue
 
     from ml_backend.app import create_app
-    from ml_backend.config import MLSettings
     from ml_backend.new_tasks import difficulty_job, predict_new_tasks
     from ml_backend.prelabeler import Prelabeler
     from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
+    from tests.state_isolation import isolated_settings
 
     record = {"id": 4, "label_config": PAIR, "created_at": "2026-11-22T04:17:12.218819Z"}
     model = DifficultyModel(PAIR, embedder=hashed_embedder, min_examples=30,
@@ -167,7 +168,7 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
     artifacts.save(4, "difficulty", model, root=tmp_path)
 
     # The import reaches the backend's /webhook, which queues the job (a project without a model gets none).
-    app = create_app(MLSettings(redis_url=redis_service.url, key_prefix="t"),
+    app = create_app(isolated_settings(redis_url=redis_service.url, key_prefix="t"),
                      model=Prelabeler(model_root=tmp_path)).test_client()
     reply = app.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4},
                                        "tasks": [{"id": 11}, {"id": 12}]})

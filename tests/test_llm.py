@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from ml_backend.cache import MemoryCache
 from ml_backend.llm import LLMPredictor, LLMSettings, endpoint_state
 from tests.openai_stub import OpenAIStub, last_user_text
@@ -476,13 +477,17 @@ def test_settings_from_env() -> None:
         "CROWDGATE_LLM_PRICE_OUT": "0.6",
         "CROWDGATE_LLM_BUDGET_USD": "10",
     }
-    s = LLMSettings.from_env(env)
+
+    def llm(environ: dict[str, str]) -> LLMSettings:
+        return LLMSettings.from_settings(Settings.from_env(environ))
+
+    s = llm(env)
     assert (s.base_url, s.model, s.mode, s.concurrency, s.rpm, s.tpm) == (
         "https://api.example.com/v1", "m", "json_object", 4, 60, 1000)
     assert (s.deadline_s, s.samples, s.price_in, s.price_out, s.budget_usd) == (30, 5, 0.15, 0.6, 10)
     assert "email" in s.redact  # external endpoint: redaction on by default
-    assert LLMSettings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1"}).redact == ()
-    assert LLMSettings.from_env({"CROWDGATE_REDACT": "email,card"}).redact == ("email", "card")
-    assert LLMSettings.from_env({"CROWDGATE_REDACT": "off"}).redact == ()
+    assert llm({"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1"}).redact == ()
+    assert llm({"CROWDGATE_REDACT": "email,card"}).redact == ("email", "card")
+    assert llm({"CROWDGATE_REDACT": "off"}).redact == ()
     with pytest.raises(ValueError):
-        LLMSettings.from_env({"CROWDGATE_LLM_MODE": "grammar"})
+        llm({"CROWDGATE_LLM_MODE": "grammar"})

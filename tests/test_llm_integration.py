@@ -16,6 +16,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from scripts.seed import Seeder, label_config
 from scripts.services import start_web
+from tests.state_isolation import use_environ
 from tests.test_integration import wait_for
 
 pytestmark = [
@@ -80,8 +81,7 @@ def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_ser
                "CROWDGATE_LLM_SAMPLES": "1", "CROWDGATE_LLM_MAX_TOKENS": "64", "CROWDGATE_PRELABEL_MIN_TASKS": "5",
                "LABEL_STUDIO_URL": labelstudio.url, "LABEL_STUDIO_API_KEY": labelstudio.token,
                "CROWDGATE_MODEL_DIR": str(tmp_path)}
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)  # the in-test worker runs the job with the same settings
+        use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
         web = start_web({**os.environ, **env}, log_dir, workers=1)
         try:
             seeder = Seeder(labelstudio.url, labelstudio.token)

@@ -6,9 +6,9 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from ml_backend import embeddings
 from ml_backend.app import create_app
-from ml_backend.config import MLSettings
 from ml_backend.zero_shot import MODEL_VERSION
 from tests.conftest import fixture_json
+from tests.state_isolation import isolated_settings
 
 REQUESTS = fixture_json("ml_backend_requests.json")["requests"]
 CONFIG = next(r["json_body"]["schema"] for r in REQUESTS if r["path"] == "/setup")
@@ -20,7 +20,7 @@ def captured(path):
 
 @pytest.fixture(scope="module")
 def client():
-    return create_app(MLSettings()).test_client()
+    return create_app(isolated_settings(redis_url="")).test_client()
 
 
 def test_health_and_versions(client):
@@ -29,7 +29,7 @@ def test_health_and_versions(client):
 
 
 def test_setup_answers_the_model_version_without_loading_models():
-    fresh = create_app(MLSettings()).test_client()
+    fresh = create_app(isolated_settings(redis_url="")).test_client()
     loaded_before = embeddings._model is not None
     for request in captured("/setup"):
         reply = fresh.post("/setup", json=request["json_body"])
@@ -69,7 +69,7 @@ def test_predict_without_setup_uses_the_config_it_was_given(client):
 
 
 def test_predict_after_setup_may_omit_the_config():
-    fresh = create_app(MLSettings()).test_client()
+    fresh = create_app(isolated_settings(redis_url="")).test_client()
     fresh.post("/setup", json={"project": "5.1", "schema": CONFIG})
     reply = fresh.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "great"}}], "project": "5.1"})
     assert reply.status_code == 200 and len(reply.json["results"]) == 1
@@ -108,7 +108,7 @@ def test_training_is_queued_on_start_training_and_after_enough_annotations(redis
 
     from ml_backend.training import ML_QUEUE
 
-    app = create_app(MLSettings(redis_url=redis_service.url, key_prefix="t", retrain_every=3)).test_client()
+    app = create_app(isolated_settings(redis_url=redis_service.url, key_prefix="t", retrain_every=3)).test_client()
     queue = Queue(ML_QUEUE, connection=redis_conn)
     assert app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}}).status_code == 201
     assert queue.count == 1 and queue.jobs[0].args == (2, "t")
@@ -120,7 +120,8 @@ def test_training_is_queued_on_start_training_and_after_enough_annotations(redis
 
 
 def test_basic_auth():
-    app = create_app(MLSettings(basic_auth_user="ls", basic_auth_password="pw")).test_client()
+    settings = isolated_settings(redis_url="", ml_basic_auth_user="ls", ml_basic_auth_password="pw")
+    app = create_app(settings).test_client()
     assert app.get("/health").status_code == 401
     bad = base64.b64encode(b"ls:wrong").decode()
     assert app.get("/health", headers={"Authorization": f"Basic {bad}"}).status_code == 401
@@ -155,7 +156,7 @@ def test_a_trained_classifier_replaces_zero_shot(tmp_path):
     artifacts.save(7, "classifier", classifier, version=classifier.model_version, root=tmp_path)
     model = Prelabeler(model_root=tmp_path)
     assert model.version_for(7) == classifier.model_version and model.version_for(8) == MODEL_VERSION
-    fresh = create_app(MLSettings(), model=model).test_client()
+    fresh = create_app(isolated_settings(redis_url=""), model=model).test_client()
     body = {"tasks": [{"id": 1, "data": {"text": "a wonderful, lovely story", "crowdgate_difficulty": 0.3}}],
             "label_config": CONFIG, "project": "7.99"}
     [result] = fresh.post("/predict", json=body).json["results"]
@@ -178,7 +179,7 @@ def test_a_classifier_trained_for_another_label_config_is_ignored(tmp_path, capl
     rte = EmbeddingClassifier(RTE_CONFIG, min_examples=10)
     assert rte.fit([t for t, _ in pairs], [label for _, label in pairs])
     artifacts.save(1, "classifier", rte, root=tmp_path)
-    app = create_app(MLSettings(), model=Prelabeler(model_root=tmp_path)).test_client()
+    app = create_app(isolated_settings(redis_url=""), model=Prelabeler(model_root=tmp_path)).test_client()
     body = {"tasks": [{"id": 1, "data": {"text": "great"}}], "label_config": CONFIG, "project": "1.1795321032"}
     with caplog.at_level("WARNING"):
         reply = app.post("/predict", json=body)
@@ -204,7 +205,7 @@ def test_a_classifier_of_another_label_studio_project_is_ignored(tmp_path):
     assert uid == next(r["json_body"]["project"] for r in REQUESTS if r["path"] == "/predict")
     classifier = trained_classifier(artifacts.Provenance.of(CONFIG, project, "http://localhost:18080"))
     artifacts.save(2, "classifier", classifier, root=tmp_path)
-    app = create_app(MLSettings(), model=Prelabeler(model_root=tmp_path)).test_client()
+    app = create_app(isolated_settings(redis_url=""), model=Prelabeler(model_root=tmp_path)).test_client()
     tasks = [{"id": 1, "data": {"text": "a wonderful, lovely story"}}]
     same = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": uid}).json["results"]
     other = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "2.1"}).json["results"]
@@ -230,7 +231,7 @@ def test_a_failing_model_falls_back_down_the_chain_and_predict_never_answers_500
     body = {"tasks": tasks, "label_config": CONFIG, "project": "3.1"}
 
     model = Prelabeler(llm=Broken(), model_root=tmp_path)  # the LLM raises: the classifier answers
-    app = create_app(MLSettings(), model=model).test_client()
+    app = create_app(isolated_settings(redis_url=""), model=model).test_client()
     assert [r["model_version"] for r in app.post("/predict", json=body).json["results"]] == \
         [classifier.model_version] * 2
 
@@ -242,7 +243,7 @@ def test_a_failing_model_falls_back_down_the_chain_and_predict_never_answers_500
     assert reply.status_code == 200
     assert [(r["result"], r["score"]) for r in reply.json["results"]] == [([], 0.0), ([], 0.0)]
 
-    reply = create_app(MLSettings(), model=Broken()).test_client().post("/predict", json=body)
+    reply = create_app(isolated_settings(redis_url=""), model=Broken()).test_client().post("/predict", json=body)
     assert reply.status_code == 200 and len(reply.json["results"]) == 2
 
 
@@ -262,7 +263,7 @@ def test_llm_answers_and_falls_back_per_task_when_it_has_none():
         settings = LLMSettings(base_url=stub.base_url, model=f"stub-{uuid.uuid4().hex[:8]}", samples=1,
                                deadline_s=20, backoff_base_s=0.01)
         model = Prelabeler(llm=LLMPredictor(settings, cache=MemoryCache()))
-        app = create_app(MLSettings(), model=model).test_client()
+        app = create_app(isolated_settings(redis_url=""), model=model).test_client()
         tasks = [{"id": 1, "data": {"text": "good"}}, {"id": 2, "data": {"text": "meh"}}]
         results = app.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).json["results"]
     assert results[0]["model_version"].startswith("llm:")

@@ -6,18 +6,19 @@ import redis
 from rq import Queue, SimpleWorker
 
 from qa_hooks.app import create_app
-from qa_hooks.config import HookSettings
 from qa_hooks.store import SubmissionStore
 from scripts.processes import free_port
 from scripts.services import start_redis
 from tests.conftest import fixture_json
+from tests.state_isolation import isolated_settings
 
 SECRET = "s3cr3t-for-tests"
 
 
 @pytest.fixture
 def settings(redis_service, redis_conn):
-    return HookSettings(redis_url=redis_service.url, webhook_secret=SECRET, key_prefix="t", max_body_bytes=64_000)
+    return isolated_settings(redis_url=redis_service.url, webhook_secret=SECRET, key_prefix="t",
+                             max_webhook_bytes=64_000)
 
 
 @pytest.fixture
@@ -34,14 +35,14 @@ def post(client, body, secret=SECRET, **kw):
 
 
 def drain(connection, settings):
-    SimpleWorker([Queue(settings.queue, connection=connection)], connection=connection).work(burst=True)
+    SimpleWorker([Queue(settings.events_queue, connection=connection)], connection=connection).work(burst=True)
 
 
 def test_accepts_persists_and_records(client, redis_conn, settings):
     reply = post(client, fixture_json("webhook_annotation_created.json"))
     assert reply.status_code == 200, reply.json
     assert reply.json["status"] == "queued"
-    assert Queue(settings.queue, connection=redis_conn).count == 1
+    assert Queue(settings.events_queue, connection=redis_conn).count == 1
     drain(redis_conn, settings)
     [sub] = SubmissionStore(redis_conn, "t").task_submissions(2, 6)
     assert sub.annotator == 2 and sub.lead_time == 3.5
@@ -51,7 +52,7 @@ def test_redelivery_is_a_duplicate(client, redis_conn, settings):
     body = fixture_json("webhook_annotation_created.json")
     assert post(client, body).json["status"] == "queued"
     assert post(client, body).json["status"] == "duplicate"
-    assert Queue(settings.queue, connection=redis_conn).count == 1
+    assert Queue(settings.events_queue, connection=redis_conn).count == 1
 
 
 def test_list_shaped_event_queues_only_unseen_annotations(client, redis_conn, settings):
@@ -67,11 +68,11 @@ def test_list_shaped_event_queues_only_unseen_annotations(client, redis_conn, se
 def test_wrong_or_missing_secret_is_401(client, redis_conn, settings, secret):
     reply = post(client, fixture_json("webhook_annotation_created.json"), secret=secret)
     assert reply.status_code == 401 and "X-Crowdgate-Secret" in reply.json["error"]
-    assert Queue(settings.queue, connection=redis_conn).count == 0
+    assert Queue(settings.events_queue, connection=redis_conn).count == 0
 
 
 def test_empty_configured_secret_refuses_everything(redis_service, redis_conn):
-    app = create_app(HookSettings(redis_url=redis_service.url, webhook_secret="", key_prefix="t"))
+    app = create_app(isolated_settings(redis_url=redis_service.url, webhook_secret="", key_prefix="t"))
     assert post(app.test_client(), fixture_json("webhook_annotation_created.json"), secret="").status_code == 401
 
 
@@ -93,7 +94,7 @@ def test_oversized_body_is_413(client):
 
 def test_redis_down_is_503_and_nothing_claimed(redis_conn):
     closed = f"redis://127.0.0.1:{free_port()}/0"
-    app = create_app(HookSettings(redis_url=closed, webhook_secret=SECRET, key_prefix="t"))
+    app = create_app(isolated_settings(redis_url=closed, webhook_secret=SECRET, key_prefix="t"))
     reply = post(app.test_client(), fixture_json("webhook_annotation_created.json"))
     assert reply.status_code == 503 and "whole or not at all" in reply.json["error"]
     assert app.test_client().get("/hooks/health").status_code == 503
@@ -143,7 +144,7 @@ def test_redis_stall_never_leaves_a_mark_without_its_job(log_dir):
     service = start_redis(log_dir, extra_args=("--enable-debug-command", "yes"))
     try:
         admin = redis.Redis.from_url(service.url)
-        settings = HookSettings(redis_url=service.url, webhook_secret=SECRET, key_prefix="t", redis_timeout_s=0.2)
+        settings = isolated_settings(redis_url=service.url, webhook_secret=SECRET, key_prefix="t", redis_timeout_s=0.2)
         client = create_app(settings).test_client()
         statuses = []
         for n in range(12):
@@ -156,7 +157,7 @@ def test_redis_stall_never_leaves_a_mark_without_its_job(log_dir):
             statuses.append((first.status_code, second.status_code))
             assert second.status_code == 200, second.json
         assert any(first == 503 for first, _ in statuses), statuses  # the stall really hit the receiver
-        queue = Queue(settings.queue, connection=admin)
+        queue = Queue(settings.events_queue, connection=admin)
         assert queue.count == 12
         drain(admin, settings)
         assert SubmissionStore(admin, "t").summary(2)["submissions"] == 12

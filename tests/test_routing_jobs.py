@@ -17,14 +17,15 @@ from rq.registry import ScheduledJobRegistry
 
 import routing
 from core.labelstudio import COMMUNITY, ENTERPRISE, LabelStudioError
+from core.settings import current
 from crowdgate.pipeline import handle_event
 from ml_backend.labeling import choice_region
 from qa_hooks.events import Event, Submission, TaskInfo
 from routing.audit import AuditLog
-from routing.router import STOP_THRESHOLD_TTL_S
 from routing.state import RoutingState
 from scripts.seed import label_config
 from tests.fake_labelstudio import FakeLabelStudio as SharedFake
+from tests.state_isolation import use_settings
 
 CONFIG = label_config("text_classification")
 PREFIX = "t"
@@ -114,7 +115,7 @@ class _BurstWorker(SimpleWorker):
 
 
 def run_jobs(conn) -> None:
-    _BurstWorker([Queue(routing.ROUTING_QUEUE, connection=conn)], connection=conn).work(burst=True)
+    _BurstWorker([Queue(current().routing_queue, connection=conn)], connection=conn).work(burst=True)
 
 
 def audit_actions(conn, **query: Any) -> list[str]:
@@ -201,7 +202,7 @@ def test_the_stop_threshold_is_matched_to_the_crowd_once_it_has_enough_labels(en
     why = AuditLog(conn, PREFIX).query(project=SOURCE, action="stop_threshold")[-1]
     assert why.evidence["threshold"] == matched and why.evidence["annotators"] >= 2
     assert why.evidence["accuracy"] >= why.evidence["fixed_overlap_accuracy"]
-    assert conn.ttl(cache_key) <= STOP_THRESHOLD_TTL_S
+    assert conn.ttl(cache_key) <= current().stop_threshold_ttl_s
 
 
 def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
@@ -221,7 +222,7 @@ def test_disagreement_escalates_to_tier2_and_the_answer_comes_back(env) -> None:
     assert (tier_project, email) in ls.views
     assert ls.tasks[task]["is_labeled"] is True  # out of every tier-1 queue
     assert route.deadline == pytest.approx(route.escalated_at + 60)
-    scheduled = ScheduledJobRegistry(routing.ROUTING_QUEUE, connection=conn).get_job_ids()
+    scheduled = ScheduledJobRegistry(current().routing_queue, connection=conn).get_job_ids()
     assert scheduled == [f"cgroute_t_sla_{SOURCE}_{task}_v1"]
 
     # The expert answers in the escalation project: written back on their behalf, then final.
@@ -350,9 +351,9 @@ def test_a_failing_label_studio_call_is_retried_and_audited(env) -> None:
     error = AuditLog(conn, PREFIX).query(project=SOURCE, task=task, kind="error")[-1]
     assert error.action == "escalate" and "injected failure" in error.reason and error.evidence["will_retry"]
     job_id = error.evidence["job"]
-    assert job_id in ScheduledJobRegistry(routing.ROUTING_QUEUE, connection=conn).get_job_ids()  # retry scheduled
+    assert job_id in ScheduledJobRegistry(current().routing_queue, connection=conn).get_job_ids()  # retry scheduled
     assert state.route(SOURCE, task).status == "open"  # claimed but not done: the retry resumes it
-    job = Queue(routing.ROUTING_QUEUE, connection=conn).fetch_job(job_id)
+    job = Queue(current().routing_queue, connection=conn).fetch_job(job_id)
     routing.escalate(**job.kwargs, connection=conn)  # what the retry runs
     assert state.route(SOURCE, task).status == "escalated" and len(ls.written("import_tasks")) == 1
 
@@ -533,7 +534,7 @@ def test_a_project_without_a_policy_is_routed_in_dry_run(redis_conn, ls, monkeyp
     decisions = AuditLog(redis_conn, PREFIX).query(project=SOURCE, kind="decision")
     assert decisions and all(d.evidence["dry_run"] for d in decisions)
     assert audit_actions(redis_conn, project=SOURCE, kind="action") == []
-    monkeypatch.setenv("CROWDGATE_ROUTE_UNBOUND", "1")  # opting in for unbound projects acts on the default
+    use_settings(monkeypatch, route_unbound=True)  # opting in for unbound projects acts on the default
     submit(redis_conn, ls, ls.add_task(SOURCE, {"text": "y"}), 3, "Positive")
     assert ls.written("create_project")  # prepared for escalations
 
@@ -557,7 +558,7 @@ def test_a_deleted_escalation_project_is_made_again(env) -> None:
     submit(conn, ls, second, 2, "Negative")  # the escalation fails once, unlinks the project ...
     assert state.tier_project(SOURCE, "tier2") is None
     assert "escalation_project_gone" in audit_actions(conn, project=SOURCE, kind="alert")
-    job = Queue(routing.ROUTING_QUEUE, connection=conn).fetch_job(f"cgroute_t_escalate_{SOURCE}_{second}_v0")
+    job = Queue(current().routing_queue, connection=conn).fetch_job(f"cgroute_t_escalate_{SOURCE}_{second}_v0")
     routing.escalate(**job.kwargs, connection=conn)  # ... and its retry makes a new one
     route = state.route(SOURCE, second)
     assert route.status == "escalated" and route.tier_project not in (None, gone)

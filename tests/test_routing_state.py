@@ -173,9 +173,9 @@ def test_policy_console_script(redis_service, redis_conn, tmp_path, capsys) -> N
     assert policy_main([*common, "tier", "4", "9", "tier2", "--reason", "expert hire"]) == 0
     from rq import Queue
 
-    from routing.runtime import ROUTING_QUEUE
+    from core.settings import current
 
-    queued = Queue(ROUTING_QUEUE, connection=redis_conn).jobs
+    queued = Queue(current().routing_queue, connection=redis_conn).jobs
     assert [j.func_name for j in queued] == ["routing.exam.sync_gold_offer"]  # their gold offer, at once
     assert policy_main([*common, "tier", "4", "9", "gold-star"]) == 1
     assert state.tiers(4) == {9: "tier2"}

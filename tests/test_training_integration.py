@@ -11,6 +11,7 @@ from ml_backend.labeling import choice_region
 from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
 from scripts.seed import Seeder, label_config
 from scripts.services import start_web
+from tests.state_isolation import use_environ
 from tests.test_integration import wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,8 +24,7 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
     env = {"REDIS_URL": redis_service.url, "CROWDGATE_KEY_PREFIX": "tr", "CROWDGATE_MODEL_DIR": str(tmp_path),
            "LABEL_STUDIO_URL": labelstudio.url, "LABEL_STUDIO_API_KEY": labelstudio.token,
            "CROWDGATE_WEBHOOK_SECRET": "x"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)  # the in-test worker runs the job with the same settings
+    use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
     web = start_web({**os.environ, **env}, log_dir)
     try:
         seeder = Seeder(labelstudio.url, labelstudio.token)
