@@ -16,6 +16,7 @@ from typing import Any
 from rq import get_current_job
 
 from core.labelstudio import LabelStudioClient
+from core.settings import current
 from ml_backend.llm import LLMPredictor
 from ml_backend.prelabeler import Prelabeler
 
@@ -97,7 +98,7 @@ def prelabel_project(
 
 
 def prelabel_import(project: int, task_ids: list[int]) -> dict[str, Any]:
-    prelabeler = Prelabeler.from_env()
+    prelabeler = Prelabeler.from_settings(current())
     if prelabeler.llm is None:
         return {"project": project, "skipped": "no LLM configured (CROWDGATE_LLM_MODEL)"}
     client = LabelStudioClient.from_env()
