@@ -148,6 +148,9 @@ class Settings:
     crowd_data: str = _var("CROWDGATE_CROWD_DATA", "", "bench", "folder of the crowd sets that are not shipped",
                            shown="`../shared/data/crowd`")
 
+    # names of the fields the environment set (not a variable): the demo reuses a Redis only if one was named
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+
     # -- derived -----------------------------------------------------------------------------------------
 
     @property
@@ -167,17 +170,17 @@ class Settings:
         """Read every variable once; an unset or empty variable takes its default."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
+        for f in _variables():
             raw = env.get(f.metadata["env"])
             if not raw:  # compose files pass unset variables as empty strings
                 continue
             values[f.name] = _parse(f.metadata["env"], f.type, raw)
-        return cls(**values)
+        return cls(**values, given=frozenset(values))
 
     def environ(self) -> dict[str, str]:
         """The variables that reproduce these settings in a child process (only those off their default)."""
         out = {}
-        for f in dataclasses.fields(self):
+        for f in _variables():
             value = getattr(self, f.name)
             if value != f.default:
                 out[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
@@ -185,6 +188,10 @@ class Settings:
 
 
 _current: Settings | None = None
+
+
+def _variables() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Settings) if "env" in f.metadata]
 
 
 def use(settings: Settings) -> Settings:
@@ -219,7 +226,7 @@ def _parse(name: str, kind: str, raw: str) -> Any:
 def markdown_table() -> str:
     """The README's configuration table, made from the fields above."""
     rows = ["| variable | default | used by | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(Settings):
+    for f in _variables():
         meta = f.metadata
         default = meta["shown"] or (f"`{f.default}`" if f.default not in ("", None) else "—")
         rows.append(f"| `{meta['env']}` | {default} | {meta['used_by']} | {meta['doc']} |")

@@ -7,10 +7,11 @@ Shipped sets (Apache-2.0, see ``data/README.md``) live in ``data/crowd``; the ot
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from core.settings import current
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO_ROOT / "data" / "crowd"
@@ -19,7 +20,7 @@ SHIPPED = ("rte", "temp", "wsd")
 
 def external_dir() -> Path:
     """Folder holding the sets that may not be shipped."""
-    return Path(os.environ.get("CROWDGATE_CROWD_DATA", REPO_ROOT.parent / "shared" / "data" / "crowd"))
+    return Path(current().crowd_data or REPO_ROOT.parent / "shared" / "data" / "crowd")
 
 
 def dataset_dir(name: str) -> Path | None:

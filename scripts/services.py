@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 import requests
 
+from core.settings import Settings
 from scripts import processes
 from scripts.processes import free_port
 
@@ -104,11 +105,10 @@ def start_redis(log_dir: Path, port: int | None = None, extra_args: tuple[str, .
     return service
 
 
-def ensure_redis(log_dir: Path) -> Service:
-    """Reuse ``REDIS_URL`` when it answers, else start a private server."""
-    url = os.environ.get("REDIS_URL")
-    if url and redis_answers(url):
-        return Service("redis", url)
+def ensure_redis(log_dir: Path, settings: Settings) -> Service:
+    """Reuse the Redis at ``REDIS_URL`` when that was set and it answers, else start a private server."""
+    if "redis_url" in settings.given and redis_answers(settings.redis_url):
+        return Service("redis", settings.redis_url)
     return start_redis(log_dir)
 
 
