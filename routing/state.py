@@ -1,26 +1,8 @@
 """Routing state in Redis: policies, tiers, exam attempts, task routes, assignments, escalation projects.
 
-Keys (``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator, ``{tp}`` escalation project):
-
-- ``{p}:p:{pid}:r:policy`` (hash): ``yaml`` (the policy text), ``origin``, ``set_at``. Absent: the default file.
-- ``{p}:p:{pid}:r:tiers`` (hash): annotator -> tier name. Absent: the policy's first tier.
-- ``{p}:p:{pid}:r:ann:{uid}`` (hash): ``version`` (bumped by every tier change), ``exam_attempts`` (failed).
-- ``{p}:p:{pid}:r:ann:{uid}:exam_used`` (set): gold tasks spent by failed exam attempts.
-- ``{p}:p:{pid}:r:flagged`` (hash): annotator -> why (their labels never count).
-- ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see :class:`TaskRoute`.
-- ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
-- ``{p}:p:{pid}:r:subtiers`` (hash): unique_id of a submission -> its author's tier when routing first saw it.
-- ``{p}:p:{pid}:r:tierprojects`` (hash): tier -> escalation project id.
-- ``{p}:r:tierproject`` (hash): escalation project id -> ``{"source": pid, "tier": name}``.
-- ``{p}:p:{tp}:r:sources`` (hash): escalation task id -> source task id.
-- ``{p}:p:{tp}:r:views`` (hash): e-mail -> Data Manager view id of that annotator's queue.
-- ``{p}:p:{tp}:r:writeback`` (hash): unique_id in the escalation project -> annotation id written to the source.
-- ``{p}:r:open:{uid}`` (set): ``"pid:tid"`` tasks assigned to the annotator and not answered yet (its load).
-- ``{p}:r:seen`` (zset): annotator -> last time a submission of theirs was scored (availability).
-- ``{p}:r:deadlines`` (zset): ``"pid:tid"`` of escalated tasks -> their deadline.
-- ``{p}:r:users`` (hash): Label Studio user id -> e-mail (cache of ``/api/users/``).
-- ``{p}:r:edition:{pid}`` (string, 1 h): ``community`` or ``enterprise``, as probed.
-- ``{p}:p:{pid}:r:prepared`` (string): set once the project is ready for escalations (see ``prepare_project``).
+The keys (policies, tiers, annotator records and exam state, flags, task routes, tiers at submission, escalation
+projects and their links, loads, availability, deadlines, the user cache, the probed edition, routing's locks) are
+listed in :mod:`core.keys`, which builds every one of them.
 
 Routing changes are compare-and-set on the route's ``version``, so a decision taken twice, or by two workers,
 acts once: see :meth:`RoutingState.claim`.
@@ -40,6 +22,7 @@ import redis
 from redis.exceptions import WatchError
 
 from core.settings import current
+from core.keys import Keys
 from routing.policy import Policy, parse_policy
 
 __all__ = [
@@ -118,22 +101,20 @@ class RoutingState:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
-
-    def _p(self, project: int) -> str:
-        return f"{self.prefix}:p:{project}:r"
+        self.keys = Keys(prefix)
 
     # -- policies ---------------------------------------------------------------------------------------
 
     def set_policy(self, project: int, text: str, origin: str = "") -> Policy:
         """Validate ``text`` (raises PolicyError) and bind it to ``project``."""
         policy = parse_policy(text, origin=origin or None)
-        self.redis.hset(f"{self._p(project)}:policy", mapping={"yaml": text, "origin": origin,
+        self.redis.hset(self.keys.policy(project), mapping={"yaml": text, "origin": origin,
                                                                "set_at": repr(time.time())})
         return policy
 
     def stop_threshold(self, project: int, key: str) -> tuple[bool, float | None]:
         """The cached crowd-matched stop threshold for ``key`` (the rule's settings): (found, threshold)."""
-        raw = self.redis.get(f"{self._p(project)}:stop_threshold:{key}")
+        raw = self.redis.get(self.keys.stop_threshold(project, key))
         if raw is None:
             return False, None
         return True, json.loads(raw)["threshold"]
@@ -141,18 +122,18 @@ class RoutingState:
     def set_stop_threshold(self, project: int, key: str, threshold: float | None, labels: float,
                            ttl: int) -> None:
         """Cache a crowd-matched threshold (None: not enough labels yet) for ``ttl`` seconds."""
-        self.redis.set(f"{self._p(project)}:stop_threshold:{key}",
+        self.redis.set(self.keys.stop_threshold(project, key),
                        json.dumps({"threshold": threshold, "labels": labels, "at": time.time()}), ex=ttl)
 
     def policy_bound(self, project: int) -> bool:
-        return bool(self.redis.exists(f"{self._p(project)}:policy"))
+        return bool(self.redis.exists(self.keys.policy(project)))
 
     def unset_policy(self, project: int) -> None:
-        self.redis.delete(f"{self._p(project)}:policy")
+        self.redis.delete(self.keys.policy(project))
 
     def policy_source(self, project: int) -> tuple[str, str]:
         """(YAML text, origin) of the project's policy; the default file when none is bound."""
-        raw = self.redis.hmget(f"{self._p(project)}:policy", "yaml", "origin")
+        raw = self.redis.hmget(self.keys.policy(project), "yaml", "origin")
         if raw[0] is not None:
             return raw[0].decode(), (_s(raw[1]) or f"redis:{project}")
         path = Path(current().default_policy or DEFAULT_POLICY_FILE)
@@ -171,13 +152,13 @@ class RoutingState:
     # -- annotators -------------------------------------------------------------------------------------
 
     def tiers(self, project: int) -> dict[int, str]:
-        return {int(k): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:tiers").items()}
+        return {int(k): v.decode() for k, v in self.redis.hgetall(self.keys.tiers(project)).items()}
 
     def annotator(self, project: int, annotator: int, policy: Policy) -> AnnotatorRecord:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(f"{self._p(project)}:tiers", annotator)
-        pipe.hmget(f"{self._p(project)}:ann:{annotator}", "version", "exam_attempts")
-        pipe.hget(f"{self._p(project)}:flagged", annotator)
+        pipe.hget(self.keys.tiers(project), annotator)
+        pipe.hmget(self.keys.annotator_record(project, annotator), "version", "exam_attempts")
+        pipe.hget(self.keys.flagged(project), annotator)
         tier, (version, attempts), flagged = pipe.execute()
         return AnnotatorRecord(
             annotator=annotator,
@@ -190,8 +171,8 @@ class RoutingState:
     def set_tier(self, project: int, annotator: int, tier: str) -> int:
         """Set a tier by hand (no version check); returns the new version."""
         pipe = self.redis.pipeline()
-        pipe.hset(f"{self._p(project)}:tiers", annotator, tier)
-        pipe.hincrby(f"{self._p(project)}:ann:{annotator}", "version", 1)
+        pipe.hset(self.keys.tiers(project), annotator, tier)
+        pipe.hincrby(self.keys.annotator_record(project, annotator), "version", 1)
         return int(pipe.execute()[1])
 
     def change_tier(
@@ -203,8 +184,8 @@ class RoutingState:
         ``failed_exam`` counts a failed attempt and spends ``exam_tasks``; ``reset_exam`` (a demotion back to
         the exam tier) starts a fresh exam: the gold answered so far no longer counts.
         """
-        ann_key = f"{self._p(project)}:ann:{annotator}"
-        used_key = f"{ann_key}:exam_used"
+        ann_key = self.keys.annotator_record(project, annotator)
+        used_key = self.keys.exam_used(project, annotator)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -213,7 +194,7 @@ class RoutingState:
                         pipe.reset()
                         return False
                     pipe.multi()
-                    pipe.hset(f"{self._p(project)}:tiers", annotator, tier)
+                    pipe.hset(self.keys.tiers(project), annotator, tier)
                     pipe.hincrby(ann_key, "version", 1)
                     if failed_exam:
                         pipe.hincrby(ann_key, "exam_attempts", 1)
@@ -226,14 +207,14 @@ class RoutingState:
                     continue
 
     def exam_used(self, project: int, annotator: int) -> set[int]:
-        return {int(t) for t in self.redis.smembers(f"{self._p(project)}:ann:{annotator}:exam_used")}
+        return {int(t) for t in self.redis.smembers(self.keys.exam_used(project, annotator))}
 
     def offered(self, project: int, annotator: int) -> set[int]:
         """Gold tasks currently offered to an annotator in their exam view (exam or gold share)."""
-        return {int(t) for t in self.redis.smembers(f"{self._p(project)}:ann:{annotator}:offered")}
+        return {int(t) for t in self.redis.smembers(self.keys.exam_offered(project, annotator))}
 
     def set_offered(self, project: int, annotator: int, tasks: Iterable[int]) -> None:
-        key = f"{self._p(project)}:ann:{annotator}:offered"
+        key = self.keys.exam_offered(project, annotator)
         pipe = self.redis.pipeline()
         pipe.delete(key)
         ids = [int(t) for t in tasks]
@@ -242,59 +223,59 @@ class RoutingState:
         pipe.execute()
 
     def exam_view(self, project: int, email: str) -> int | None:
-        value = self.redis.hget(f"{self._p(project)}:examviews", email)
+        value = self.redis.hget(self.keys.exam_views(project), email)
         return int(value) if value else None
 
     def set_exam_view(self, project: int, email: str, view: int) -> None:
-        self.redis.hset(f"{self._p(project)}:examviews", email, view)
+        self.redis.hset(self.keys.exam_views(project), email, view)
 
     def flag_annotator(self, project: int, annotator: int, reason: str) -> None:
-        self.redis.hset(f"{self._p(project)}:flagged", annotator, reason)
+        self.redis.hset(self.keys.flagged(project), annotator, reason)
 
     def unflag_annotator(self, project: int, annotator: int) -> None:
-        self.redis.hdel(f"{self._p(project)}:flagged", annotator)
+        self.redis.hdel(self.keys.flagged(project), annotator)
 
     def flagged(self, project: int) -> dict[int, str]:
-        return {int(k): v.decode() for k, v in self.redis.hgetall(f"{self._p(project)}:flagged").items()}
+        return {int(k): v.decode() for k, v in self.redis.hgetall(self.keys.flagged(project)).items()}
 
     def touch(self, annotators: Iterable[int], now: float | None = None) -> None:
         """Note that these annotators were active just now (availability)."""
         people = {str(int(a)): time.time() if now is None else now for a in annotators}
         if people:
-            self.redis.zadd(f"{self.prefix}:r:seen", people)
+            self.redis.zadd(self.keys.last_seen(), people)
 
     def last_seen(self, annotators: Iterable[int]) -> dict[int, float | None]:
         people = [int(a) for a in annotators]
         if not people:
             return {}
-        scores = self.redis.zmscore(f"{self.prefix}:r:seen", [str(a) for a in people])
+        scores = self.redis.zmscore(self.keys.last_seen(), [str(a) for a in people])
         return dict(zip(people, scores, strict=True))
 
     # -- load -------------------------------------------------------------------------------------------
 
     def assign(self, annotator: int, project: int, task: int) -> None:
-        self.redis.sadd(f"{self.prefix}:r:open:{annotator}", f"{project}:{task}")
+        self.redis.sadd(self.keys.open_tasks(annotator), f"{project}:{task}")
 
     def release(self, annotator: int, project: int, task: int) -> None:
-        self.redis.srem(f"{self.prefix}:r:open:{annotator}", f"{project}:{task}")
+        self.redis.srem(self.keys.open_tasks(annotator), f"{project}:{task}")
 
     def loads(self, annotators: Iterable[int]) -> dict[int, int]:
         people = [int(a) for a in annotators]
         pipe = self.redis.pipeline(transaction=False)
         for a in people:
-            pipe.scard(f"{self.prefix}:r:open:{a}")
+            pipe.scard(self.keys.open_tasks(a))
         return dict(zip(people, (int(n) for n in pipe.execute()), strict=True))
 
     # -- task routes ------------------------------------------------------------------------------------
 
     def route(self, project: int, task: int) -> TaskRoute:
-        return TaskRoute.from_redis(project, task, self.redis.hgetall(f"{self._p(project)}:task:{task}"))
+        return TaskRoute.from_redis(project, task, self.redis.hgetall(self.keys.task_route(project, task)))
 
     def routes(self, project: int, tasks: Iterable[int]) -> dict[int, TaskRoute]:
         ids = [int(t) for t in tasks]
         pipe = self.redis.pipeline(transaction=False)
         for t in ids:
-            pipe.hgetall(f"{self._p(project)}:task:{t}")
+            pipe.hgetall(self.keys.task_route(project, t))
         return {t: TaskRoute.from_redis(project, t, raw) for t, raw in zip(ids, pipe.execute(), strict=True)}
 
     def claim(self, project: int, task: int, expected_version: int, key: str) -> TaskRoute | None:
@@ -304,7 +285,7 @@ class RoutingState:
         ``claim = key``) or when ``key`` already holds it (a retry of the same action, which then redoes its
         idempotent steps). Returns the route after the claim, or None when another change came first.
         """
-        route_key = f"{self._p(project)}:task:{task}"
+        route_key = self.keys.task_route(project, task)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -329,7 +310,7 @@ class RoutingState:
         unknown = set(values) - _ROUTE_FIELDS
         if unknown:
             raise ValueError(f"unknown route fields {sorted(unknown)}")
-        route_key = f"{self._p(project)}:task:{task}"
+        route_key = self.keys.task_route(project, task)
         pipe = self.redis.pipeline()
         setting = {k: str(v) for k, v in values.items() if v is not None}
         clearing = [k for k, v in values.items() if v is None]
@@ -340,28 +321,28 @@ class RoutingState:
         member = f"{project}:{task}"
         if "deadline" in values:
             if values["deadline"] is None:
-                pipe.zrem(f"{self.prefix}:r:deadlines", member)
+                pipe.zrem(self.keys.deadlines(), member)
             else:
-                pipe.zadd(f"{self.prefix}:r:deadlines", {member: float(values["deadline"])})
+                pipe.zadd(self.keys.deadlines(), {member: float(values["deadline"])})
         if values.get("status") == "final":
-            pipe.zrem(f"{self.prefix}:r:deadlines", member)
+            pipe.zrem(self.keys.deadlines(), member)
         pipe.execute()
         return self.route(project, task)
 
     def due(self, now: float | None = None) -> list[tuple[int, int]]:
         """Escalated tasks whose deadline has passed: ``(project, task)``."""
-        members = self.redis.zrangebyscore(f"{self.prefix}:r:deadlines", "-inf", time.time() if now is None else now)
+        members = self.redis.zrangebyscore(self.keys.deadlines(), "-inf", time.time() if now is None else now)
         return [tuple(int(x) for x in m.decode().split(":")) for m in members]  # type: ignore[misc]
 
     def not_due(self, project: int, task: int) -> None:
         """Stop watching a task's deadline (it was alerted; the route keeps the deadline)."""
-        self.redis.zrem(f"{self.prefix}:r:deadlines", f"{project}:{task}")
+        self.redis.zrem(self.keys.deadlines(), f"{project}:{task}")
 
     # -- flags on submissions ---------------------------------------------------------------------------
 
     def flag_submission(self, project: int, unique_id: str, record: dict[str, Any]) -> bool:
         """Remember a submission left out of counting; False if it was already flagged."""
-        return bool(self.redis.hsetnx(f"{self._p(project)}:offtier", unique_id, json.dumps(record)))
+        return bool(self.redis.hsetnx(self.keys.off_tier(project), unique_id, json.dumps(record)))
 
     def tiers_at_submission(self, project: int, submissions: Iterable[tuple[str, int]], current: Mapping[int, str],
                             default: str) -> dict[str, str]:
@@ -373,7 +354,7 @@ class RoutingState:
         subs = [(str(uid), int(a)) for uid, a in submissions]
         if not subs:
             return {}
-        key = f"{self._p(project)}:subtiers"
+        key = self.keys.submission_tiers(project)
         pipe = self.redis.pipeline(transaction=False)
         for uid, a in subs:
             pipe.hsetnx(key, uid, current.get(a, default))
@@ -382,70 +363,70 @@ class RoutingState:
         return {uid: _s(tier) or current.get(a, default) for (uid, a), tier in zip(subs, recorded, strict=True)}
 
     def flagged_submissions(self, project: int) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(f"{self._p(project)}:offtier")
+        raw = self.redis.hgetall(self.keys.off_tier(project))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     # -- escalation projects ----------------------------------------------------------------------------
 
     def tier_project(self, project: int, tier: str) -> int | None:
-        value = self.redis.hget(f"{self._p(project)}:tierprojects", tier)
+        value = self.redis.hget(self.keys.tier_projects(project), tier)
         return int(value) if value else None
 
     def link_tier_project(self, project: int, tier: str, tier_project: int) -> None:
         pipe = self.redis.pipeline()
-        pipe.hset(f"{self._p(project)}:tierprojects", tier, tier_project)
-        pipe.hset(f"{self.prefix}:r:tierproject", tier_project, json.dumps({"source": project, "tier": tier}))
+        pipe.hset(self.keys.tier_projects(project), tier, tier_project)
+        pipe.hset(self.keys.tier_project_links(), tier_project, json.dumps({"source": project, "tier": tier}))
         pipe.execute()
 
     def unlink_tier_project(self, project: int, tier: str, tier_project: int) -> None:
         pipe = self.redis.pipeline()
-        pipe.hdel(f"{self._p(project)}:tierprojects", tier)
-        pipe.hdel(f"{self.prefix}:r:tierproject", tier_project)
+        pipe.hdel(self.keys.tier_projects(project), tier)
+        pipe.hdel(self.keys.tier_project_links(), tier_project)
         pipe.execute()
 
     def tier_project_link(self, tier_project: int) -> tuple[int, str] | None:
         """(source project, tier) when ``tier_project`` is an escalation project crowdgate made."""
-        raw = self.redis.hget(f"{self.prefix}:r:tierproject", tier_project)
+        raw = self.redis.hget(self.keys.tier_project_links(), tier_project)
         if not raw:
             return None
         link = json.loads(raw)
         return int(link["source"]), str(link["tier"])
 
     def link_tier_task(self, tier_project: int, tier_task: int, source_task: int) -> None:
-        self.redis.hset(f"{self._p(tier_project)}:sources", tier_task, source_task)
+        self.redis.hset(self.keys.tier_sources(tier_project), tier_task, source_task)
 
     def source_task(self, tier_project: int, tier_task: int) -> int | None:
-        value = self.redis.hget(f"{self._p(tier_project)}:sources", tier_task)
+        value = self.redis.hget(self.keys.tier_sources(tier_project), tier_task)
         return int(value) if value else None
 
     def view(self, tier_project: int, email: str) -> int | None:
-        value = self.redis.hget(f"{self._p(tier_project)}:views", email)
+        value = self.redis.hget(self.keys.queue_views(tier_project), email)
         return int(value) if value else None
 
     def set_view(self, tier_project: int, email: str, view: int) -> None:
-        self.redis.hset(f"{self._p(tier_project)}:views", email, view)
+        self.redis.hset(self.keys.queue_views(tier_project), email, view)
 
     def written_back(self, tier_project: int, unique_id: str) -> int | None:
-        value = self.redis.hget(f"{self._p(tier_project)}:writeback", unique_id)
+        value = self.redis.hget(self.keys.written_back(tier_project), unique_id)
         return int(value) if value else None
 
     def set_written_back(self, tier_project: int, unique_id: str, annotation: int) -> None:
-        self.redis.hset(f"{self._p(tier_project)}:writeback", unique_id, annotation)
+        self.redis.hset(self.keys.written_back(tier_project), unique_id, annotation)
 
     def prepared(self, project: int) -> bool:
-        return bool(self.redis.exists(f"{self._p(project)}:prepared"))
+        return bool(self.redis.exists(self.keys.prepared(project)))
 
     def set_prepared(self, project: int) -> None:
-        self.redis.set(f"{self._p(project)}:prepared", repr(time.time()))
+        self.redis.set(self.keys.prepared(project), repr(time.time()))
 
     # -- edition ----------------------------------------------------------------------------------------
 
     def edition(self, project: int) -> str | None:
-        return _s(self.redis.get(f"{self.prefix}:r:edition:{project}"))
+        return _s(self.redis.get(self.keys.edition(project)))
 
     def set_edition(self, project: int, edition: str, ttl_s: int = 3600) -> None:
         """Remember the probed edition for an hour (a server upgraded to Enterprise is picked up)."""
-        self.redis.set(f"{self.prefix}:r:edition:{project}", edition, ex=ttl_s)
+        self.redis.set(self.keys.edition(project), edition, ex=ttl_s)
 
     # -- users ------------------------------------------------------------------------------------------
 
@@ -453,9 +434,9 @@ class RoutingState:
         people = [int(u) for u in users]
         if not people:
             return {}
-        values = self.redis.hmget(f"{self.prefix}:r:users", people)
+        values = self.redis.hmget(self.keys.user_emails(), people)
         return {u: _s(v) for u, v in zip(people, values, strict=True)}
 
     def cache_users(self, users: Mapping[int, str]) -> None:
         if users:
-            self.redis.hset(f"{self.prefix}:r:users", mapping={str(k): v for k, v in users.items()})
+            self.redis.hset(self.keys.user_emails(), mapping={str(k): v for k, v in users.items()})
