@@ -21,8 +21,8 @@ from typing import Any
 import redis
 from redis.exceptions import WatchError
 
-from core.settings import current
 from core.keys import Keys
+from core.settings import current
 from routing.policy import Policy, parse_policy
 
 __all__ = [
