@@ -144,6 +144,9 @@ class Settings:
                             shown="random (demo: `crowdgate-demo`)")
     ls_secret_key: str = _var("CROWDGATE_LS_SECRET_KEY", "crowdgate-local-label-studio-secret-key", "scripts",
                               "Django `SECRET_KEY` of the Label Studio the scripts start")
+    ls_database: str = _var("DJANGO_DB", "", "scripts",
+                            "passed to Label Studio: `DJANGO_DB=default` + `POSTGRE_NAME/USER/PASSWORD/HOST/PORT` use "
+                            "PostgreSQL", shown="SQLite")
     demo_dir: str = _var("CROWDGATE_DEMO_DIR", ".crowdgate/demo", "scripts", "the demo's Label Studio data and logs")
     crowd_data: str = _var("CROWDGATE_CROWD_DATA", "", "bench", "folder of the crowd sets that are not shipped",
                            shown="`../shared/data/crowd`")
