@@ -2,14 +2,12 @@
 
 Every entry says what was decided or done (``kind`` + ``action``), about which project, task and annotators, why
 (``reason``) and on what numbers (``evidence``), when (``ts``, Unix seconds) and by which job. Entries go to one
-Redis stream, ``{p}:audit``, whose ids order them in time; lists of stream ids index them by project, task and
+Redis stream whose ids order them in time; lists of stream ids index them by project, task and
 annotator, written in the same Lua call as the entry, so an index never points at nothing and nothing is
 indexed twice. Nothing here ever edits or deletes an entry.
 
-Keys (``{p}`` prefix, ``{pid}`` project, ``{tid}`` task, ``{uid}`` annotator):
-
-- ``{p}:audit`` (stream): the entries.
-- ``{p}:audit:p:{pid}``, ``{p}:audit:p:{pid}:t:{tid}``, ``{p}:audit:u:{uid}`` (lists): stream ids.
+The keys (the stream and its per-project, per-task and per-annotator indexes) are listed in :mod:`core.keys`,
+which builds every one of them.
 
 ``crowdgate-audit`` (:func:`routing.cli.audit_main`) queries and exports it as JSON lines or CSV.
 """
@@ -26,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 import redis
+
+from core.keys import Keys
 
 __all__ = ["KINDS", "AuditEntry", "AuditLog", "to_csv", "to_jsonl"]
 
@@ -83,20 +83,12 @@ class AuditLog:
     def __init__(self, connection: redis.Redis, prefix: str = "cg") -> None:
         self.redis = connection
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._append = connection.register_script(_APPEND)
 
     @property
     def stream(self) -> str:
-        return f"{self.prefix}:audit"
-
-    def _project_key(self, project: int) -> str:
-        return f"{self.prefix}:audit:p:{project}"
-
-    def _task_key(self, project: int, task: int) -> str:
-        return f"{self.prefix}:audit:p:{project}:t:{task}"
-
-    def _annotator_key(self, annotator: int) -> str:
-        return f"{self.prefix}:audit:u:{annotator}"
+        return self.keys.audit_stream()
 
     def record(
         self,
@@ -127,10 +119,10 @@ class AuditLog:
         }
         keys = [self.stream]
         if project is not None:
-            keys.append(self._project_key(project))
+            keys.append(self.keys.audit_project(project))
             if task is not None:
-                keys.append(self._task_key(project, task))
-        keys += [self._annotator_key(a) for a in people]
+                keys.append(self.keys.audit_task(project, task))
+        keys += [self.keys.audit_annotator(a) for a in people]
         args = [item for pair in values.items() for item in pair]
         return self._append(keys=keys, args=args).decode()
 
@@ -183,11 +175,11 @@ class AuditLog:
             raise ValueError("a task filter needs its project (task ids are per project)")
         # Walk the narrowest index; check the other filters on the entries themselves.
         if task is not None:
-            entries = self._by_ids(self.redis.lrange(self._task_key(project, task), 0, -1))  # type: ignore[arg-type]
+            entries = self._by_ids(self.redis.lrange(self.keys.audit_task(project, task), 0, -1))  # type: ignore[arg-type]
         elif annotator is not None:
-            entries = self._by_ids(self.redis.lrange(self._annotator_key(annotator), 0, -1))
+            entries = self._by_ids(self.redis.lrange(self.keys.audit_annotator(annotator), 0, -1))
         elif project is not None:
-            entries = self._by_ids(self.redis.lrange(self._project_key(project), 0, -1))
+            entries = self._by_ids(self.redis.lrange(self.keys.audit_project(project), 0, -1))
         else:
             entries = list(self._scan())
         out = []
