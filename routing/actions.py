@@ -208,7 +208,7 @@ def _ensure_tier_project(ctx: Context, api: LabelStudioClient, project: int, tie
     found = ctx.state.tier_project(project, tier)
     if found is not None:
         return found
-    lock = ctx.connection.lock(f"{ctx.prefix}:r:lock:tierproject:{project}:{tier}", timeout=120, blocking_timeout=60)
+    lock = ctx.connection.lock(ctx.keys.tier_project_lock(project, tier), timeout=120, blocking_timeout=60)
     with lock:
         found = ctx.state.tier_project(project, tier)
         if found is not None:

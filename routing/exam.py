@@ -20,7 +20,6 @@ annotations than their overlap) are offered: reopening a closed one would put it
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,7 +56,7 @@ def sync_job_id(prefix: str, project: int, annotator: int, version: int, answers
 
 def answers_count(ctx: Context, project: int, annotator: int) -> int:
     """How many submissions of ``annotator`` the store holds (part of the sync job's id)."""
-    return int(ctx.connection.zcard(f"{ctx.store.prefix}:p:{project}:annotator:{annotator}:subs"))
+    return ctx.store.annotator_submission_count(project, annotator)
 
 
 def exam_counts(ctx: Context, project: int, annotator: int, exam_tasks: int) -> tuple[int, int, list[int]]:
@@ -67,12 +66,10 @@ def exam_counts(ctx: Context, project: int, annotator: int, exam_tasks: int) -> 
     tasks = [s.task for s in ctx.store.annotator_log(project, annotator)
              if not s.was_cancelled and s.task not in used]
     tasks = list(dict.fromkeys(tasks))
-    pipe = ctx.connection.pipeline(transaction=False)
-    for t in tasks:
-        pipe.hget(f"{ctx.prefix}:p:{project}:task:{t}:contrib", annotator)
+    contributions = ctx.ledger.annotator_contributions(project, annotator, tasks)
     answered, correct, spent = 0, 0, []
-    for t, raw in zip(tasks, pipe.execute(), strict=True):
-        gold = json.loads(raw).get("gold") if raw else None
+    for t in tasks:
+        gold = contributions.get(t, {}).get("gold")
         if gold is None:
             continue
         answered += 1
@@ -168,7 +165,7 @@ def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str 
     ctx = Context.of(prefix, connection)
     policy = ctx.state.policy(project)
     # One sync per annotator at a time: two workers must not compute offers from the same stale set.
-    with ctx.connection.lock(f"{prefix}:r:lock:gold:{project}:{annotator}", timeout=120, blocking_timeout=60):
+    with ctx.connection.lock(ctx.keys.gold_offer_lock(project, annotator), timeout=120, blocking_timeout=60):
         record = ctx.state.annotator(project, annotator, policy)
         answered = list(dict.fromkeys(s.task for s in ctx.store.annotator_log(project, annotator)
                                       if not s.was_cancelled))

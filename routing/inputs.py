@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from core.keys import Keys
 from qa_hooks.ledger import Reliability
 from qa_hooks.scoring import CONSENSUS_MATCH, PRIOR_ALPHA, PRIOR_BETA, Categorical, label_of
 from qa_hooks.similarity import compare_results
@@ -150,8 +151,9 @@ def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[i
 
 
 def stored_difficulty(connection: redis.Redis, prefix: str, project: int, task: int) -> float | None:
-    """The difficulty crowdgate's model predicted for a task (``{prefix}:p:{pid}:difficulty``), if any."""
-    raw = connection.hget(f"{prefix}:p:{project}:difficulty", task)
+    """The difficulty crowdgate's model predicted for a task (``Keys.difficulty``, written by the ML backend), if
+    any."""
+    raw = connection.hget(Keys(prefix).difficulty(project), task)
     return float(raw) if raw is not None else None
 
 

@@ -18,7 +18,6 @@ work given below a task's required tier never counts, even after its author is p
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -224,8 +223,7 @@ def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: 
     rels = ctx.ledger.reliabilities(project, people) if people else {}
     models: dict[str, WorkerModel] = {}
     if cat is not None and people:
-        raw = ctx.connection.hgetall(f"{ctx.prefix}:p:{project}:task:{task}:contrib")
-        contrib = {int(k): json.loads(v) for k, v in raw.items()}
+        contrib = ctx.ledger.contributions(project, task)
         models = {str(a): worker_model(rels[a], contrib.get(a), cat.classes, policy.overlap.stop) for a in people}
     threshold = crowd_stop_threshold(ctx, policy, project, cat.classes) if cat is not None else None
     state = task_state(task, live, values, tiers, flagged, route, policy,

@@ -19,6 +19,7 @@ import redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 
+from core.keys import Keys
 from core.labelstudio import LabelStudioClient, LabelStudioError
 from core.settings import Settings, current
 from qa_hooks.jobs import current_connection
@@ -89,8 +90,10 @@ class Context:
     audit: AuditLog = field(init=False)
     ledger: Ledger = field(init=False)
     store: SubmissionStore = field(init=False)
+    keys: Keys = field(init=False)  # routing's own keys (locks); the stores above hold theirs
 
     def __post_init__(self) -> None:
+        self.keys = Keys(self.prefix)
         self.state = RoutingState(self.connection, self.prefix)
         self.audit = AuditLog(self.connection, self.prefix)
         self.ledger = Ledger(self.connection, self.prefix)
