@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import redis
 from redis.lock import Lock
 
+from core.keys import Keys
 from core.labelstudio import LabelStudioError
 
 __all__ = ["TaskDataLock", "TaskDataStore"]
@@ -36,7 +37,7 @@ class TaskDataLock:
         self.timeout, self.blocking_timeout = timeout, blocking_timeout
 
     def key(self, task: int) -> str:
-        return f"{self.prefix}:r:lock:taskdata:{task}"
+        return Keys(self.prefix).task_data_lock(task)
 
     def hold(self, task: int) -> Lock:
         """A context manager holding ``task``'s lock (``redis.exceptions.LockError`` when it cannot be had)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from core.keys import Keys
 from core.labelstudio import LabelStudioClient, LabelStudioError
 from core.task_lock import TaskDataLock
 from ml_backend import artifacts
@@ -119,7 +120,7 @@ def write_difficulty(client: LabelStudioClient, tasks: list[dict[str, Any]], pre
         except LabelStudioError as exc:  # one task must not stop the others
             log.warning("could not write difficulty of task %s: %s", task["id"], exc)
     if values:
-        connection.hset(f"{prefix}:p:{project}:difficulty", mapping={str(k): json.dumps(v) for k, v in values.items()})
+        connection.hset(Keys(prefix).difficulty(project), mapping={str(k): json.dumps(v) for k, v in values.items()})
     return written
 
 
