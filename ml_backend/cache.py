@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any, Protocol
 
+from core.keys import Keys
+
 
 def cache_key(*parts: Any) -> str:
     """Stable SHA-256 over JSON-serialisable parts (dict keys sorted, so key order in task data is moot)."""
@@ -74,36 +76,38 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Redis-backed store (redis-py); values are JSON strings under ``<prefix>pred:<key>``."""
+    """Redis-backed store (redis-py); answers and spend live under crowdgate's common key prefix
+    (``Keys.llm_answer``, ``Keys.llm_spend``), values as JSON strings."""
 
-    def __init__(self, client: Any, prefix: str = "crowdgate:llm:") -> None:
+    def __init__(self, client: Any, prefix: str = "cg") -> None:
         self.client = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "crowdgate:llm:") -> RedisCache:
+    def from_url(cls, url: str, prefix: str = "cg") -> RedisCache:
         import redis
 
         return cls(redis.Redis.from_url(url), prefix=prefix)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        raw = self.client.get(f"{self.prefix}pred:{key}")
+        raw = self.client.get(self.keys.llm_answer(key))
         return None if raw is None else json.loads(raw)
 
     def set(self, key: str, value: dict[str, Any], ttl_s: float | None = None) -> None:
         raw = json.dumps(value, ensure_ascii=False)
         # Redis wants whole seconds; round up so a short TTL never becomes "no expiry".
         ex = None if not ttl_s else max(1, int(ttl_s + 0.999))
-        self.client.set(f"{self.prefix}pred:{key}", raw, ex=ex)
+        self.client.set(self.keys.llm_answer(key), raw, ex=ex)
 
     def add_spend(self, project: str, usd: float) -> float:
-        return float(self.client.incrbyfloat(f"{self.prefix}spend:{project}", usd))
+        return float(self.client.incrbyfloat(self.keys.llm_spend(project), usd))
 
     def spend(self, project: str) -> float:
-        raw = self.client.get(f"{self.prefix}spend:{project}")
+        raw = self.client.get(self.keys.llm_spend(project))
         return float(raw) if raw is not None else 0.0
 
 
-def cache_from_env(url: str | None) -> PredictionCache:
-    """Redis when a URL is given, else an in-process cache."""
-    return RedisCache.from_url(url) if url else MemoryCache()
+def cache_from_env(url: str | None, prefix: str = "cg") -> PredictionCache:
+    """Redis when a URL is given (keys under ``prefix``, ``CROWDGATE_KEY_PREFIX``), else an in-process cache."""
+    return RedisCache.from_url(url, prefix) if url else MemoryCache()

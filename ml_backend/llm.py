@@ -85,6 +85,7 @@ class LLMSettings:
     logprobs: bool = True
     ner_occurrences: str = "all"  # all | first
     cache_url: str | None = None  # redis://... ; None = in-process cache
+    cache_prefix: str = "cg"  # the cache's keys go under crowdgate's common prefix (core.keys)
     cache_ttl_s: float = 30 * 24 * 3600.0
     invalid_ttl_s: float = 3600.0  # how long an invalid answer is remembered (no re-asking meanwhile)
 
@@ -122,6 +123,7 @@ class LLMSettings:
             logprobs=s.llm_logprobs,
             ner_occurrences=s.llm_ner_occurrences.strip().lower() or "all",
             cache_url=s.llm_redis_url or s.redis_url or None,
+            cache_prefix=s.key_prefix,
         )
 
     @property
@@ -215,7 +217,7 @@ class LLMPredictor:
     ) -> None:
         self.settings = settings or LLMSettings.from_settings(current())
         s = self.settings
-        self.cache: PredictionCache = cache if cache is not None else cache_from_env(s.cache_url)
+        self.cache: PredictionCache = cache if cache is not None else cache_from_env(s.cache_url, s.cache_prefix)
         # The client's own retries are off: it would retry 5xx twice by default, hiding the errors that tell a
         # refused mode from an outage, and ignoring our deadline. _create() owns the policy.
         self.client = client or openai.OpenAI(

@@ -18,6 +18,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from rq import Queue, Retry
 
+from core.keys import Keys
 from core.settings import Settings
 from ml_backend.bulk import prelabel_import
 from ml_backend.new_tasks import difficulty_job, has_difficulty_model
@@ -182,13 +183,14 @@ class Trainer:
     def __init__(self, connection: redis.Redis, prefix: str, every: int, queue: str = ML_QUEUE) -> None:
         self.redis = connection
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.every = every
         self.queue = Queue(queue, connection=connection)
 
     def start(self, project: int) -> str:
         job = self.queue.enqueue(train_job, project, self.prefix, job_timeout=1800, retry=Retry(max=2, interval=60),
                                  description=f"train project {project}")
-        self.redis.set(f"{self.prefix}:ml:p:{project}:since_training", 0)
+        self.redis.set(self.keys.since_training(project), 0)
         return job.id
 
     def prelabel(self, project: int, task_ids: list[int]) -> str:
@@ -203,8 +205,7 @@ class Trainer:
         return job.id
 
     def count(self, project: int, annotations: int) -> str | None:
-        key = f"{self.prefix}:ml:p:{project}:since_training"
-        if self.redis.incrby(key, annotations) < self.every:
+        if self.redis.incrby(self.keys.since_training(project), annotations) < self.every:
             return None
         return self.start(project)
 

@@ -114,14 +114,17 @@ def test_memory_cache_ttl_and_spend() -> None:
 
 
 def test_redis_cache(redis_service: Any) -> None:
-    cache = RedisCache.from_url(redis_service.url, prefix=f"t-{uuid.uuid4().hex[:6]}:")
+    cache = RedisCache.from_url(redis_service.url, prefix=f"t-{uuid.uuid4().hex[:6]}")
     assert cache.get("k") is None
     cache.set("k", {"result": [], "score": 0.5}, ttl_s=0.2)
     assert cache.get("k") == {"result": [], "score": 0.5}
-    assert cache.client.ttl(f"{cache.prefix}pred:k") == 1  # sub-second TTLs round up, never to "forever"
+    # under crowdgate's common prefix (core.keys); sub-second TTLs round up, never to "forever"
+    assert cache.client.ttl(f"{cache.prefix}:llm:answer:k") == 1
+    assert cache.keys.llm_answer("k") == f"{cache.prefix}:llm:answer:k"
     assert cache.add_spend("p", 0.1) == pytest.approx(0.1)
     assert cache.add_spend("p", 0.2) == pytest.approx(0.3)
     assert cache.spend("p") == pytest.approx(0.3)
+    assert float(cache.client.get(f"{cache.prefix}:llm:spend:p")) == pytest.approx(0.3)
 
 
 # ----- calibration -------------------------------------------------------------------------------------------------
