@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import redis
 
+from core.settings import Settings
 from ml_backend.labeling import choice_region
 from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
@@ -30,7 +31,7 @@ from scripts.labelstudio import LabelStudioServer
 from scripts.seed import Seeder, label_config
 from scripts.services import Service, ensure_redis, start_web, start_worker
 
-DEMO_DIR = Path(os.environ.get("CROWDGATE_DEMO_DIR", ".crowdgate/demo"))
+DEMO_DIR: Path | None = None  # where logs and data go; None: the settings' CROWDGATE_DEMO_DIR
 
 
 def pick_crowd(tasks: int, annotators: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -53,19 +54,19 @@ def wait_until(check, timeout: float) -> bool:
     return False
 
 
-def run(args: argparse.Namespace) -> int:
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    log_dir = Path(DEMO_DIR).resolve()
-    secret = os.environ.get("CROWDGATE_WEBHOOK_SECRET") or "crowdgate-demo-secret"
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    log_dir = Path(DEMO_DIR or settings.demo_dir).resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    secret = settings.webhook_secret or "crowdgate-demo-secret"
     started: list[Service] = []
     ls_server = LabelStudioServer(
         port=args.ls_port,
         data_dir=log_dir / "label-studio-data" if args.keep_data else None,
-        password=os.environ.get("CROWDGATE_LS_PASSWORD", "crowdgate-demo"),
+        password=settings.ls_password or "crowdgate-demo",
     )
     try:
         t0 = time.monotonic()
-        redis_service = ensure_redis(log_dir)
+        redis_service = ensure_redis(log_dir, settings)
         started.append(redis_service)
         print(f"[{time.monotonic() - t0:5.1f}s] Redis at {redis_service.url}"
               f" ({'started' if redis_service.process else 'reused REDIS_URL'})", flush=True)
@@ -115,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.monotonic() - t0:5.1f}s] submitted {len(labels)} crowd labels from {len(users)} annotators"
               " and 1 skip", flush=True)
 
-        store = SubmissionStore(redis.Redis.from_url(redis_service.url),
-                                os.environ.get("CROWDGATE_KEY_PREFIX", "cg"))
+        store = SubmissionStore(redis.Redis.from_url(redis_service.url), settings.key_prefix)
         wait_until(lambda: store.summary(project)["submissions"] >= expected, 60)
         predictions = seeder.predictions(project)
         summary = store.summary(project)
@@ -175,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="replay only the N most active workers (default 0: every label of the items)")
     parser.add_argument("--show", type=int, default=6, help="annotators to list at each end of the ranking")
     parser.add_argument("--gold-every", type=int, default=5, help="every Nth item is a gold item (0: none)")
-    parser.add_argument("--ls-port", type=int, default=int(os.environ.get("CROWDGATE_LS_PORT", "0")) or None)
+    settings = Settings.from_env()
+    parser.add_argument("--ls-port", type=int, default=settings.ls_port or None)
     parser.add_argument("--keep-data", action="store_true", help="keep Label Studio's data in .crowdgate/demo")
     parser.add_argument("--exit", action="store_true", help="stop everything after the summary")
-    return run(parser.parse_args(argv))
+    return run(parser.parse_args(argv), settings)
 
 
 if __name__ == "__main__":
