@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -288,9 +287,10 @@ class LabelStudioClient:
         self.http.mount("https://", adapter)
 
     @classmethod
-    def from_env(cls) -> LabelStudioClient:
-        """From ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY`` (the settings object will take this over)."""
-        url, key = os.environ.get("LABEL_STUDIO_URL", ""), os.environ.get("LABEL_STUDIO_API_KEY", "")
+    def from_settings(cls, settings: Any) -> LabelStudioClient:
+        """From crowdgate's settings (``core.settings.Settings``: ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``),
+        taken by their two attribute names so that this module stays at the bottom of the imports."""
+        url, key = settings.label_studio_url, settings.label_studio_api_key
         if not url or not key:
             raise RuntimeError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to talk to Label Studio")
         return cls(url, key)

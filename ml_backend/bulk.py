@@ -101,7 +101,7 @@ def prelabel_import(project: int, task_ids: list[int]) -> dict[str, Any]:
     prelabeler = Prelabeler.from_settings(current())
     if prelabeler.llm is None:
         return {"project": project, "skipped": "no LLM configured (CROWDGATE_LLM_MODEL)"}
-    client = LabelStudioClient.from_env()
+    client = LabelStudioClient.from_settings(current())
     job = get_current_job()
     config = client.project(project).get("label_config", "")
     instructions, examples = ("", [])

@@ -18,6 +18,7 @@ import redis
 from rq import get_current_job
 
 from core.labelstudio import LabelStudioClient
+from core.settings import current
 from ml_backend import artifacts
 from ml_backend.difficulty import KIND
 from ml_backend.training import write_difficulty
@@ -60,5 +61,5 @@ def predict_new_tasks(project: int, task_ids: Sequence[int], client: Any, prefix
 def difficulty_job(project: int, task_ids: list[int], prefix: str = "cg") -> dict[str, Any]:
     """The RQ job: the worker's connection is where routing reads difficulty from."""
     job = get_current_job()
-    return predict_new_tasks(project, task_ids, LabelStudioClient.from_env(), prefix,
+    return predict_new_tasks(project, task_ids, LabelStudioClient.from_settings(current()), prefix,
                              job.connection if job else None)

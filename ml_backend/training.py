@@ -23,6 +23,7 @@ import redis
 
 from core.keys import Keys
 from core.labelstudio import LabelStudioClient, LabelStudioError
+from core.settings import current
 from core.task_lock import TaskDataLock
 from ml_backend import artifacts
 from ml_backend.classifier import EmbeddingClassifier
@@ -65,7 +66,7 @@ def training_set(tasks: list[dict[str, Any]], control: str) -> tuple[list[dict],
 
 def train_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
                   client: LabelStudioClient | None = None, model_root: Path | None = None) -> dict[str, Any]:
-    client = client or LabelStudioClient.from_env()
+    client = client or LabelStudioClient.from_settings(current())
     config = client.project(project).get("label_config", "")
     tasks = client.export(project)
     schema = parse_label_config(config)

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from core.labelstudio import LabelStudioClient
+from core.settings import current
 from qa_hooks.events import PROJECT_FIELDS, Event, PayloadError, parse_event
 from qa_hooks.jobs import current_connection, process_event
 from qa_hooks.store import SubmissionStore
@@ -48,7 +49,7 @@ def reconcile_project(project: int, prefix: str = "cg", connection: redis.Redis 
     ``handle`` is what a webhook event goes through (``process_event``, or the assembled service's
     record-score-route job), so a recovered annotation is treated exactly like a delivered one."""
     connection = connection or current_connection()
-    client = client or LabelStudioClient.from_env()
+    client = client or LabelStudioClient.from_settings(current())
     settings = client.project(project)
     info = {k: settings[k] for k in PROJECT_FIELDS if k in settings}
     totals = {"tasks": 0, "created": 0, "updated": 0, "stale": 0, "skipped_invalid": 0}
@@ -75,6 +76,6 @@ def reconcile_all(prefix: str = "cg", connection: redis.Redis | None = None,
                   handle: Callable[..., dict[str, Any]] = process_event) -> dict[int, dict[str, int]]:
     """Reconcile every project crowdgate has seen."""
     connection = connection or current_connection()
-    client = LabelStudioClient.from_env()
+    client = LabelStudioClient.from_settings(current())
     return {project: reconcile_project(project, prefix, connection, client, handle)
             for project in SubmissionStore(connection, prefix).projects()}

@@ -48,7 +48,13 @@ RESULT_TTL_S = 24 * 3600  # keeps a finished job's id, so RQ refuses the same ac
 FAILED_TTL_S = 30 * 24 * 3600
 
 _api: LabelStudioClient | None = None
-_api_factory: Callable[[], LabelStudioClient] = LabelStudioClient.from_env
+
+
+def _client_from_settings() -> LabelStudioClient:
+    return LabelStudioClient.from_settings(current())
+
+
+_api_factory: Callable[[], LabelStudioClient] = _client_from_settings
 
 
 def set_labelstudio(api: LabelStudioClient | None = None,
@@ -61,7 +67,7 @@ def set_labelstudio(api: LabelStudioClient | None = None,
 
 
 def labelstudio() -> LabelStudioClient:
-    """The Label Studio client of this process, built from the environment on first use."""
+    """The Label Studio client of this process, built from its settings on first use."""
     global _api
     if _api is None:
         _api = _api_factory()

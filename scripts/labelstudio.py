@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.labelstudio import LabelStudioClient, LabelStudioError, RetryPolicy
+from core.settings import Settings, current, use
 from scripts import processes
 from scripts.processes import free_port
 
 LS_VERSION = "1.23.2"
-CACHE_DIR = Path(os.environ.get("CROWDGATE_CACHE", Path.home() / ".cache" / "crowdgate"))
 _PORT_LINE = re.compile(r"Starting development server at http://[\d.]+:(\d+)/")
 # Variables Label Studio would read as its own settings: keep them out of its environment.
 _FOREIGN_VARS = ("HOST", "PORT", "USERNAME", "PASSWORD", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
@@ -44,7 +44,8 @@ class LabelStudioServerError(RuntimeError):
 
 
 def default_venv() -> Path:
-    return Path(os.environ.get("CROWDGATE_LS_VENV", CACHE_DIR / f"label-studio-{LS_VERSION}"))
+    settings = current()
+    return Path(settings.ls_venv) if settings.ls_venv else settings.cache_path / f"label-studio-{LS_VERSION}"
 
 
 @contextlib.contextmanager
@@ -86,13 +87,13 @@ def _base_env(data_dir: Path) -> dict[str, str]:
         COLLECT_ANALYTICS="false",
         SENTRY_DSN="",
         FRONTEND_SENTRY_DSN="",
-        SECRET_KEY=os.environ.get("CROWDGATE_LS_SECRET_KEY", "crowdgate-local-label-studio-secret-key"),
+        SECRET_KEY=current().ls_secret_key,
     )
     return env
 
 
 def _uses_postgres() -> bool:
-    return os.environ.get("DJANGO_DB", "").lower() in {"default", "postgresql"}
+    return current().ls_database.lower() in {"default", "postgresql"}
 
 
 def ensure_template(exe: Path) -> Path:
@@ -235,14 +236,15 @@ class LabelStudioServer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = use(Settings.from_env())
     parser = argparse.ArgumentParser(prog="crowdgate-labelstudio", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start a headless server and keep it running until Ctrl-C")
-    start.add_argument("--port", type=int, default=int(os.environ.get("CROWDGATE_LS_PORT", "8080")))
+    start.add_argument("--port", type=int, default=settings.ls_port or 8080)
     start.add_argument("--data-dir", type=Path, default=None, help="persistent data dir (default: temporary)")
-    start.add_argument("--username", default=os.environ.get("CROWDGATE_LS_USERNAME", "admin@crowdgate.local"))
-    start.add_argument("--password", default=os.environ.get("CROWDGATE_LS_PASSWORD"))
-    start.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"))
+    start.add_argument("--username", default=settings.ls_username)
+    start.add_argument("--password", default=settings.ls_password or None)
+    start.add_argument("--token", default=settings.label_studio_api_key or None)
     sub.add_parser("install", help="install Label Studio into its venv and build the template database")
     args = parser.parse_args(argv)
 

@@ -26,6 +26,7 @@ from core.labelstudio import (
     assigned_filter,
     user_id,
 )
+from core.settings import Settings
 
 URL = "http://ls.test"
 FAST = RetryPolicy(retries=2, backoff_s=0.01)
@@ -252,12 +253,11 @@ def api() -> LabelStudioClient:
     return LabelStudioClient(URL, "admin-token")
 
 
-def test_needs_url_and_key(monkeypatch) -> None:
+def test_needs_url_and_key() -> None:
     with pytest.raises(ValueError):
         LabelStudioClient("", "x")
-    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     with pytest.raises(RuntimeError, match="LABEL_STUDIO_URL"):
-        LabelStudioClient.from_env()
+        LabelStudioClient.from_settings(Settings(label_studio_api_key="x"))
 
 
 def test_community_is_probed_by_the_missing_assignment_route(api) -> None:

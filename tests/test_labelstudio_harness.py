@@ -12,6 +12,7 @@ import pytest
 
 from scripts.labelstudio import LabelStudioServer
 from scripts.processes import free_port
+from tests.state_isolation import use_environ
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,8 @@ def test_postgresql_when_django_db_is_set(monkeypatch):
     database = f"crowdgate_test_{uuid.uuid4().hex[:8]}"
     assert _psql("-c", f"create database {database}").returncode == 0
     try:
-        for name, value in {"DJANGO_DB": "default", "POSTGRE_NAME": database, "POSTGRE_USER": "postgres",
-                            "POSTGRE_PASSWORD": "", "POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": "5432"}.items():
-            monkeypatch.setenv(name, value)
+        use_environ(monkeypatch, {"DJANGO_DB": "default", "POSTGRE_NAME": database, "POSTGRE_USER": "postgres",
+                                  "POSTGRE_PASSWORD": "", "POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": "5432"})
         with LabelStudioServer() as ls:
             ls.client().request("POST", "/api/projects/", ok=(201,), json={"title": "on postgres"})
         tables = _psql("-c", "select count(*) from project", database)
