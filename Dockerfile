@@ -20,6 +20,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY pyproject.toml README.md ./
+COPY core core
 COPY crowdgate crowdgate
 COPY ml_backend ml_backend
 COPY qa_hooks qa_hooks

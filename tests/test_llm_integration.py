@@ -53,19 +53,19 @@ def test_label_studio_stores_valid_llm_pre_labels(labelstudio, redis_service, lo
         finally:
             web.stop()
     interface = LabelInterface(config)
-    assert sorted(p.task for p in predictions) == sorted(task_ids)
-    from_llm = [p for p in predictions if p.model_version.startswith(f"llm:{MODEL_ALIAS}:p")]
+    assert sorted(p["task"] for p in predictions) == sorted(task_ids)
+    from_llm = [p for p in predictions if p["model_version"].startswith(f"llm:{MODEL_ALIAS}:p")]
     for prediction in predictions:
-        assert 0.0 <= prediction.score <= 1.0
-        for region in prediction.result:
+        assert 0.0 <= prediction["score"] <= 1.0
+        for region in prediction["result"]:
             assert interface.validate_prediction({"result": [region]}) is True, region
     if config_name == "text_classification":
         # the grammar-constrained answer is always one of the options
-        assert len(from_llm) == len(TEXTS) and all(p.result for p in from_llm)
+        assert len(from_llm) == len(TEXTS) and all(p["result"] for p in from_llm)
     else:
         # an answer whose spans are not in the text is dropped, and that task falls back (empty result)
         assert from_llm, "at least one task pre-labelled by the LLM"
-        assert all(p.result == [] for p in predictions if p not in from_llm)
+        assert all(p["result"] == [] for p in predictions if p not in from_llm)
 
 
 def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_service, redis_conn, log_dir, tmp_path,
@@ -100,5 +100,5 @@ def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_ser
             predictions = seeder.predictions(project)
         finally:
             web.stop()
-    assert sorted(p.task for p in predictions) == sorted(task_ids)
-    assert all(p.model_version.startswith(f"llm:{MODEL_ALIAS}:p") and p.result for p in predictions)
+    assert sorted(p["task"] for p in predictions) == sorted(task_ids)
+    assert all(p["model_version"].startswith(f"llm:{MODEL_ALIAS}:p") and p["result"] for p in predictions)
