@@ -41,8 +41,8 @@ from ml_backend.features import (
     TaskSchema,
     feature_matrix,
     fingerprint,
-    parse_label_config,
     task_embedding,
+    task_schema,
     task_texts,
 )
 
@@ -80,7 +80,7 @@ class EmbeddingClassifier:
         embedder: Embedder | None = None,
         provenance: Provenance | None = None,
     ) -> None:
-        schema: TaskSchema = parse_label_config(label_config)
+        schema: TaskSchema = task_schema(label_config)
         chosen: ChoiceControl | None = schema.control
         if control is not None:
             chosen = next((c for c in schema.choice_controls if c.name == control), None)

@@ -35,7 +35,7 @@ from ml_backend.features import (
     fingerprint,
     length_features,
     pair_features,
-    parse_label_config,
+    task_schema,
     task_texts,
 )
 
@@ -80,7 +80,7 @@ class DifficultyModel:
         self.label_config = label_config
         # The project and config it is trained for (artifacts.mismatch checks it before the model answers).
         self.provenance = provenance or Provenance.of(label_config)
-        self.fields = parse_label_config(label_config).fields
+        self.fields = task_schema(label_config).fields
         self.pair = len(self.fields) >= 2
         self.min_examples = min_examples
         self._embedder = embedder

@@ -83,10 +83,6 @@ def task_schema(label_config: str) -> TaskSchema:
     return TaskSchema(fields=config.text_fields, choice_controls=controls)
 
 
-# The old name, still imported by classifier.py, difficulty.py and training.py.
-parse_label_config = task_schema
-
-
 def clean_text(value: Any) -> str:
     """Plain text from a task data value: HTML stripped, Paragraphs lists joined, whitespace collapsed."""
     if value is None:

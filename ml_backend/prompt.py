@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ml_backend.structured import ConfigPlan, ControlSpec
+from ml_backend.structured import AnswerSpec, ConfigPlan
 
 PROMPT_VERSION = "1"
 
@@ -33,7 +33,7 @@ def _quote_list(values: Sequence[str]) -> str:
     return ", ".join(json.dumps(v, ensure_ascii=False) for v in values)
 
 
-def _option_list(c: ControlSpec) -> str:
+def _option_list(c: AnswerSpec) -> str:
     """Options as the model must write them, each with its hint from the config when there is one."""
     out = []
     for label in c.labels:
@@ -43,7 +43,7 @@ def _option_list(c: ControlSpec) -> str:
     return ", ".join(out)
 
 
-def describe_control(c: ControlSpec) -> str:
+def describe_control(c: AnswerSpec) -> str:
     """One line telling the model what a control wants."""
     about = " and ".join(c.to_name)
     hint = f" Hint: {c.hint}" if c.hint else ""

@@ -125,10 +125,6 @@ class AnswerSpec:
         return TAXONOMY_SEP.join(self.show(p) for p in path)
 
 
-# The old name, still imported by prompt.py.
-ControlSpec = AnswerSpec
-
-
 @dataclass
 class ParsedAnswer:
     """The regions built from one answer, what was dropped, and the answer's per-control values."""

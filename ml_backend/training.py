@@ -28,7 +28,7 @@ from core.task_lock import TaskDataLock
 from ml_backend import artifacts
 from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.difficulty import DifficultyModel, disagreement
-from ml_backend.features import parse_label_config
+from ml_backend.features import task_schema
 from qa_hooks.jobs import current_connection
 from qa_hooks.scoring import label_of
 
@@ -69,7 +69,7 @@ def train_project(project: int, prefix: str = "cg", connection: redis.Redis | No
     client = client or LabelStudioClient.from_settings(current())
     config = client.project(project).get("label_config", "")
     tasks = client.export(project)
-    schema = parse_label_config(config)
+    schema = task_schema(config)
     report: dict[str, Any] = {"project": project, "tasks": len(tasks)}
     if schema.control is None:
         report["skipped"] = "no Choices control: nothing for the embedded classifier to learn"

@@ -12,23 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from core.label_config import LabelConfig
 from ml_backend import embeddings
 from ml_backend.labeling import choice_region, choice_targets, task_text
-from qa_hooks.similarity import load_interface
 
 MODEL_VERSION = "crowdgate-zeroshot-minilm-1"
 # Cosine similarities of MiniLM sit in a narrow band; a low temperature spreads them into probabilities.
 TEMPERATURE = 0.05
 
 
-def _option_texts(label_config: str, control: str, labels: tuple[str, ...]) -> list[str]:
-    attrs = load_interface(label_config).get_control(control).labels_attrs or {}
-    texts = []
-    for label in labels:
-        tag = attrs.get(label)
-        extra = getattr(tag, "attr", {}) if tag is not None else {}
-        texts.append(extra.get("hint") or extra.get("alias") or label)
-    return texts
+def _option_texts(label_config: str, control: str) -> list[str]:
+    # An option's hint describes it best; else its stored value (the alias when it has one), as results hold it.
+    return [o.hint or o.value for o in LabelConfig.parse(label_config).control(control).options]
 
 
 class ZeroShotChoices:
@@ -45,7 +40,7 @@ class ZeroShotChoices:
             if not rows:
                 continue
             vectors = embeddings.embed([texts[i] for i in rows])
-            options = embeddings.embed(_option_texts(label_config, target.control, target.labels))
+            options = embeddings.embed(_option_texts(label_config, target.control))
             logits = vectors @ options.T / TEMPERATURE
             probs = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs /= probs.sum(axis=1, keepdims=True)

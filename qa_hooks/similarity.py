@@ -43,14 +43,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from rapidfuzz import fuzz
 
 from core.label_config import Control, LabelConfig
-
-if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
 
 __all__ = [
     "IOU_THRESHOLD",
@@ -58,7 +55,6 @@ __all__ = [
     "UnsupportedControlError",
     "box_iou",
     "compare_results",
-    "load_interface",
     "per_control",
     "polygon_area",
     "polygon_iou",
@@ -100,11 +96,6 @@ def _to_float(raw: Any, default: float | None = None) -> float | None:
 
 # ---------------------------------------------------------------------------------------------
 # Config: the controls come from core.label_config (parsed once per config string and cached)
-
-
-def load_interface(label_config: str) -> LabelInterface:
-    """The config's shared ``LabelInterface`` (kept for ``ml_backend.zero_shot``; new code reads ``LabelConfig``)."""
-    return LabelConfig.parse(label_config).interface
 
 
 def _controls(config: Config) -> Mapping[str, Control]:

@@ -15,7 +15,7 @@ import pytest
 
 from ml_backend import artifacts, features
 from ml_backend.classifier import EmbeddingClassifier
-from ml_backend.features import NotTrainedError, parse_label_config, task_texts
+from ml_backend.features import NotTrainedError, task_schema, task_texts
 from tests.state_isolation import use_settings
 
 SENTIMENT = (
@@ -68,16 +68,16 @@ def minilm_classifier() -> EmbeddingClassifier:
     return model
 
 
-def test_parse_label_config_finds_text_fields_and_controls():
-    schema = parse_label_config(PAIR)
+def test_task_schema_finds_text_fields_and_controls():
+    schema = task_schema(PAIR)
     assert schema.fields == ("text", "hypothesis")
     assert schema.control is not None and schema.control.choices == ("1", "0")
-    topics = parse_label_config(TOPICS)
+    topics = task_schema(TOPICS)
     assert topics.fields == ("html",) and topics.control is not None and topics.control.multiple
     assert task_texts({"data": {"html": "<p>Hello&amp; <b>bye</b></p>"}}, topics.fields) == ["Hello& bye"]
     assert task_texts({"text": "bare data dict"}, ("text", "hypothesis")) == ["bare data dict", ""]
     # The shipped RTE config: Header tags are not data, and aliases are what results carry.
-    rte = parse_label_config((Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text())
+    rte = task_schema((Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text())
     assert rte.fields == ("text", "hypothesis")
     assert rte.control is not None and rte.control.choices == ("1", "0") and not rte.control.multiple
 
