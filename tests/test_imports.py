@@ -161,16 +161,6 @@ def test_no_import_cycle_among_project_modules() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-# Private names other slices' tests still reach for, as found when this test was written: each entry goes when
-# its test stops (the list may only shrink; a new offence anywhere fails).
-KNOWN_OFFENCES = {
-    "tests.test_ledger: from qa_hooks.ledger import _STAT_FIELDS",
-    "tests.test_ledger: from qa_hooks.ledger import _contribution_sums",
-    "tests.test_ml_backend: ml_backend.embeddings._model",
-    "tests.test_scoring: from qa_hooks.scoring import _one_coin_posterior",
-}
-
-
 def private_offences() -> set[str]:
     offences = set()
     for module in ALL:
@@ -181,9 +171,7 @@ def private_offences() -> set[str]:
 
 
 def test_no_module_imports_another_modules_private_names() -> None:
-    offences = private_offences()
-    assert sorted(offences - KNOWN_OFFENCES) == []
-    assert sorted(KNOWN_OFFENCES - offences) == [], "fixed: remove these from KNOWN_OFFENCES"
+    assert sorted(private_offences()) == []
 
 
 @pytest.mark.parametrize("order", ["sorted", "reversed"])

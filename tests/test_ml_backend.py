@@ -1,15 +1,18 @@
 import base64
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from ml_backend import embeddings
 from ml_backend.app import create_app
 from ml_backend.zero_shot import MODEL_VERSION
 from tests.conftest import fixture_json
 from tests.state_isolation import isolated_settings
 
+ROOT = Path(__file__).resolve().parents[1]
 REQUESTS = fixture_json("ml_backend_requests.json")["requests"]
 CONFIG = next(r["json_body"]["schema"] for r in REQUESTS if r["path"] == "/setup")
 
@@ -29,12 +32,24 @@ def test_health_and_versions(client):
 
 
 def test_setup_answers_the_model_version_without_loading_models():
-    fresh = create_app(isolated_settings(redis_url="")).test_client()
-    loaded_before = embeddings._model is not None
-    for request in captured("/setup"):
-        reply = fresh.post("/setup", json=request["json_body"])
-        assert reply.status_code == 200 and reply.json == {"model_version": MODEL_VERSION}
-    assert (embeddings._model is not None) == loaded_before  # /setup must stay fast: nothing loads there
+    # /setup must stay fast: a fresh process answers every captured /setup without importing the embedding model
+    # (in this process another test may have loaded it already).
+    code = (
+        "import json, sys\n"
+        "from ml_backend.app import create_app\n"
+        "from tests.state_isolation import isolated_settings\n"
+        "client = create_app(isolated_settings(redis_url='')).test_client()\n"
+        "replies = [client.post('/setup', json=body) for body in json.load(sys.stdin)]\n"
+        "print(json.dumps({'replies': [[r.status_code, r.json] for r in replies],\n"
+        "                  'loaded': sorted(m for m in ('sentence_transformers', 'torch') if m in sys.modules)}))\n"
+    )
+    bodies = [request["json_body"] for request in captured("/setup")]
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(bodies), cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert bodies and answer["replies"] == [[200, {"model_version": MODEL_VERSION}]] * len(bodies)
+    assert answer["loaded"] == []
 
 
 def test_captured_predict_requests_get_one_valid_result_per_task_in_order(client):

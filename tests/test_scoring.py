@@ -7,7 +7,7 @@ import pytest
 
 from core.label_config import LabelConfig
 from qa_hooks.events import Submission
-from qa_hooks.scoring import _one_coin_posterior, categorical, label_of, score_task
+from qa_hooks.scoring import categorical, label_of, score_task
 from qa_hooks.truth import log_odds_weights, weighted_vote
 from scripts.seed import label_config
 
@@ -81,9 +81,15 @@ def test_consensus_matches_weighted_vote_with_log_odds_weights():
 
 
 def test_one_coin_posterior_by_hand():
-    post = _one_coin_posterior([("a", 0.8), ("b", 0.6)], ["a", "b"])
-    expected_a = 0.8 * 0.4 / (0.8 * 0.4 + 0.2 * 0.6)
-    assert post["a"] == pytest.approx(expected_a)
+    # Three classes: an annotator of reliability r gives the true class with probability r, each other one (1-r)/2.
+    score = score_task([sub(1, "Positive"), sub(2, "Negative")], None, SENTIMENT, None, {1: 0.8, 2: 0.6})
+    joint = {"Positive": 0.8 * 0.2, "Negative": 0.1 * 0.6, "Neutral": 0.1 * 0.2}
+    total = sum(joint.values())
+    assert score.posterior == pytest.approx({c: p / total for c, p in joint.items()})
+    assert score.consensus == "Positive" and score.confidence == pytest.approx(0.16 / total)
+    # Each annotator is judged by the posterior of the others alone: 1 by 2's vote, 2 by 1's.
+    assert score.contributions[1].peer == pytest.approx(0.2 / (0.2 + 0.6 + 0.2))
+    assert score.contributions[2].peer == pytest.approx(0.1 / (0.8 + 0.1 + 0.1))
 
 
 def test_non_categorical_configs_use_weighted_similarity_and_a_medoid():
