@@ -12,7 +12,7 @@ from ml_backend.labeling import choice_region
 from ml_backend.zero_shot import MODEL_VERSION
 from qa_hooks.store import SubmissionStore
 from scripts.seed import Seeder, label_config
-from tests.conftest import crowdgate_stack, fixture_json
+from tests.conftest import crowdgate_stack, fixture_json, wait_for
 from tests.state_isolation import isolated_settings
 
 pytestmark = pytest.mark.integration
@@ -25,16 +25,6 @@ TEXTS = ["what a wonderful film", "the plot was dull and slow", "an average afte
 def stack(redis_service, log_dir, labelstudio):
     with crowdgate_stack(redis_service, log_dir, labelstudio, "it", SECRET) as running:
         yield running
-
-
-def wait_for(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_label_studio_round_trip(labelstudio, stack):

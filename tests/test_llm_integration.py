@@ -16,8 +16,8 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from scripts.seed import Seeder, label_config
 from scripts.services import start_web
+from tests.conftest import wait_for
 from tests.state_isolation import use_environ
-from tests.test_integration import wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -9,6 +9,7 @@ minimum overlap; an uncertain one is served to another annotator. A newcomer's e
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from routing.audit import AuditLog
 from routing.state import RoutingState
 from scripts.seed import Seeder, label_config
 from tests.conftest import crowdgate_stack
+from tests.conftest import wait_for as shared_wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "routing-secret"
@@ -52,14 +54,7 @@ def answer(label: str) -> list[dict]:
     return [choice_region(CONFIG, "sentiment", [label])]
 
 
-def wait_for(check, timeout=15.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(shared_wait_for, timeout=15.0, interval=0.05)
 
 
 @pytest.fixture(scope="module")

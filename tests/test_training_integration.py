@@ -11,8 +11,8 @@ from ml_backend.labeling import choice_region
 from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
 from scripts.seed import Seeder, label_config
 from scripts.services import start_web
+from tests.conftest import wait_for
 from tests.state_isolation import use_environ
-from tests.test_integration import wait_for
 
 pytestmark = pytest.mark.integration
 GOOD = ["lovely", "wonderful", "superb", "delightful", "brilliant"]

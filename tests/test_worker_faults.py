@@ -6,13 +6,13 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.job import Job
 
 from scripts.services import Service, start_redis, start_worker
+from tests.conftest import wait_for
 
 ATTEMPTS_KEY = "t:test:attempts"
 
@@ -25,16 +25,6 @@ def record_attempt(hang_first: bool = False) -> int:
     if hang_first and attempt == 1:
         time.sleep(120)
     return attempt
-
-
-def _wait(check, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _env(redis_url: str) -> dict[str, str]:
@@ -58,7 +48,7 @@ def test_worker_survives_a_redis_restart(log_dir: Path):
         service = start_redis(log_dir, port=port)
         connection = redis.Redis.from_url(service.url)
         job = Queue("t-events", connection=connection).enqueue(record_attempt)
-        _wait(lambda: job.get_status(refresh=True) == "finished", 60, "the job after the restart")
+        wait_for(lambda: job.get_status(refresh=True) == "finished", 60, what="the job after the restart")
         assert worker.process.poll() is None, worker.log_tail()
     finally:
         worker.stop()
@@ -73,14 +63,14 @@ def test_job_abandoned_by_a_killed_worker_is_retried_within_a_minute(log_dir: Pa
     try:
         job = Queue("t-events", connection=connection).enqueue(record_attempt, True, job_timeout=30,
                                                               retry=Retry(max=3))
-        _wait(lambda: connection.get(ATTEMPTS_KEY) == b"1", 30, "the first attempt")
+        wait_for(lambda: connection.get(ATTEMPTS_KEY) == b"1", 30, what="the first attempt")
         assert first.process is not None
         os.killpg(first.process.pid, signal.SIGKILL)  # the worker and its scheduler, mid-job
         first.process.wait(5)
         killed_at = time.monotonic()
         second = start_worker(_env(service.url), log_dir)
-        _wait(lambda: Job.fetch(job.id, connection=connection).get_status() == "finished", 90,
-              "the abandoned job's retry")
+        wait_for(lambda: Job.fetch(job.id, connection=connection).get_status() == "finished", 90,
+                 what="the abandoned job's retry")
         assert time.monotonic() - killed_at < 75
         assert Job.fetch(job.id, connection=connection).return_value() == 2
     finally:
