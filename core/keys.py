@@ -103,6 +103,11 @@ def _around(key: str) -> tuple[str, str]:
     return head, tail
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by Redis' glob patterns (a prefix may hold ``*``, ``?``, ``[`` or ``\\``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 @dataclass(frozen=True)
 class Keys:
     """crowdgate's Redis keys under one ``prefix``; see the module docstring for what each holds."""
@@ -165,6 +170,19 @@ class Keys:
 
     def unscored(self, project: Id) -> str:
         return f"{self._p(project)}:unscored"
+
+    def scoring_patterns(self, project: Id) -> tuple[str, ...]:
+        """``SCAN MATCH`` patterns of every key of the project's scoring state (submissions, their indexes,
+        task info, gold, scores, annotator records, flags): what ``crowdgate rebuild-state`` wipes and rebuilds
+        from Label Studio. Routing's (``{p}:p:{pid}:r:...``), the ML backend's and the dedup marks stay."""
+        singles = (self.project_info, self.annotators, self.tasks, self.lead_times, self.write_seq, self.unscored,
+                   self.annotation_gold, self.meta_gold, self.annotator_flags)
+        # task_info's pattern also covers the task's subs, score and contrib keys
+        per_id = (self.submission, self.annotation_submission, self.task_info, self.annotator_submissions,
+                  self.annotator_lead_times, self.annotator_stats, self.annotator_confusion)
+        exact = tuple(_glob_escape(key(project)) for key in singles)
+        return exact + tuple(_glob_escape(head) + "*" + _glob_escape(tail)
+                             for head, tail in (_around(key(project, _HOLE)) for key in per_id))
 
     # -- webhook deliveries (qa_hooks.inbox) -----------------------------------------------------------------
 

@@ -47,7 +47,7 @@ class Settings:
     ml_queue: str = _var("CROWDGATE_ML_QUEUE", "crowdgate-ml", "web, worker",
                          "RQ queue of model training and background pre-labelling")
     # -- webhook receiver --------------------------------------------------------------------------------
-    webhook_secret: str = _var("CROWDGATE_WEBHOOK_SECRET", "", "web",
+    webhook_secret: str = _var("CROWDGATE_WEBHOOK_SECRET", "", "web, worker",
                                "shared secret Label Studio sends in the `X-Crowdgate-Secret` header",
                                shown="empty (refuse all)")
     max_webhook_bytes: int = _var("CROWDGATE_MAX_WEBHOOK_BYTES", 10 * 1024 * 1024, "web",
@@ -115,6 +115,10 @@ class Settings:
     # -- cron --------------------------------------------------------------------------------------------
     reconcile_interval_s: int = _var("CROWDGATE_RECONCILE_INTERVAL_S", 300, "cron",
                                      "how often annotations are read back from Label Studio")
+    public_url: str = _var("CROWDGATE_PUBLIC_URL", "", "worker",
+                           "crowdgate's base URL as Label Studio reaches it; when set, reconciliation re-creates a "
+                           "project's missing or inactive webhook to `<url>/hooks/labelstudio` with the secret",
+                           shown="empty (alert only)")
     flags_interval_s: int = _var("CROWDGATE_FLAGS_INTERVAL_S", 60, "cron",
                                  "how often low-effort and fraud signals are re-evaluated")
     sla_sweep_s: int = _var("CROWDGATE_SLA_SWEEP_S", 0, "cron",
