@@ -1,7 +1,8 @@
 """The one in-memory fake of :class:`core.labelstudio.LabelStudioClient` for unit tests.
 
 It keeps projects, tasks (with their annotations), webhooks and views in dicts, answers the adapter's calls with
-the shapes Label Studio 1.23.2 sends, and logs every write in ``writes`` (``written(name)`` filters it).
+the shapes Label Studio 1.23.2 sends, and logs every write in ``writes`` (``written(name)`` filters it) and
+every task listing in ``tasks.listings``.
 ``fail_next[name] = n`` makes the next ``n`` calls of a write fail with a 500. The integration tests check the
 real server.
 """
@@ -17,13 +18,25 @@ from typing import Any
 from core.labelstudio import COMMUNITY, LabelStudioError
 
 TASK_IDS = itertools.count(1000)  # ids of everything the fake creates
+URL = "http://labelstudio.test"  # the fake's base URL, as the adapter's ``url``
 
 
 class TaskTable(dict[int, dict[str, Any]]):
     """The fake's tasks by id, which tests read and change directly; calling it is the adapter's
-    ``tasks(project, ids)`` listing (copies, as a listing is a snapshot)."""
+    ``tasks(project, ids)`` listing (copies, as a listing is a snapshot). ``listings`` logs each call's
+    ``(project, ids)``, to check how a job reads (one listing, not a fetch per task)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: list[tuple[int, list[int] | None]] = []
 
     def __call__(self, project: int, ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        asked = None if ids is None else list(ids)
+        self.listings.append((project, asked))
+        return self.snapshot(project, asked)
+
+    def snapshot(self, project: int, ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Copies of the project's tasks (those of ``ids`` when given), not logged as a listing."""
         wanted = set(ids) if ids is not None else None
         return [copy.deepcopy(t) for t in self.values()
                 if t["project"] == project and (wanted is None or t["id"] in wanted)]
@@ -32,7 +45,8 @@ class TaskTable(dict[int, dict[str, Any]]):
 class FakeLabelStudio:
     """Just enough of Label Studio for crowdgate's jobs, with a log of every write."""
 
-    def __init__(self, edition: str = COMMUNITY, users: dict[int, str] | None = None) -> None:
+    def __init__(self, edition: str = COMMUNITY, users: dict[int, str] | None = None, url: str = URL) -> None:
+        self.url = url
         self._edition = edition
         self.emails: dict[int, str] = dict(users or {})
         self.projects: dict[int, dict[str, Any]] = {}
@@ -101,7 +115,7 @@ class FakeLabelStudio:
 
     def export(self, project: int) -> list[dict]:
         """A snapshot: later changes to the fake do not reach what it returned."""
-        return self.tasks(project)
+        return self.tasks.snapshot(project)
 
     def webhooks(self, project: int) -> list[dict]:
         return self.hooks.get(project, [])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from ml_backend import artifacts
 from ml_backend.difficulty import DifficultyModel, disagreement, label_entropy, missed_gold
 from ml_backend.features import FEATURE_NAMES, NotTrainedError, pair_features, text_features
+from tests.fake_labelstudio import URL, FakeLabelStudio
 from tests.state_isolation import use_settings
 from tests.test_classifier import hashed_embedder
 
@@ -124,31 +125,18 @@ def test_too_little_data_and_versions(tmp_path, monkeypatch):
     assert np.allclose(loaded.predict(tasks[:5]), model.predict(tasks[:5]))
 
 
-class FakeLabelStudio:
-    """The Label Studio adapter's calls that writing difficulty of new tasks uses (tasks read, data written)."""
+def labelstudio_with(project: dict, tasks: list[dict]) -> FakeLabelStudio:
+    """The shared fake holding ``project`` (its id, label config and creation time) and ``tasks``."""
+    ls = FakeLabelStudio()
+    ls.add_project(project["id"], project["label_config"], created_at=project["created_at"])
+    for t in copy.deepcopy(tasks):
+        ls.add_task(project["id"], t["data"], task=t["id"])
+    return ls
 
-    url = "http://labelstudio.test"
 
-    def __init__(self, project: dict, tasks: list[dict]) -> None:
-        self.info = project
-        self.stored = {t["id"]: t for t in tasks}
-        self.written: dict[int, dict] = {}
-        self.http = self  # training's writer PATCHes through the adapter's session
-
-    def project(self, project: int) -> dict:
-        return self.info
-
-    def tasks(self, project: int, ids=None) -> list[dict]:
-        return [t for i, t in self.stored.items() if ids is None or i in set(ids)]
-
-    def replace_task_data(self, task: int, data: dict) -> dict:
-        self.written[task] = data
-        return {"id": task, "data": data}
-
-    def patch(self, url: str, json: dict, timeout: float = 0):
-        task = int(url.rstrip("/").rsplit("/", 1)[1])
-        self.replace_task_data(task, json["data"])
-        return SimpleNamespace(ok=True, status_code=200, text="")
+def data_written(ls: FakeLabelStudio) -> dict[int, dict]:
+    """task -> the data last written to it."""
+    return {task: fields["data"] for _, task, fields in ls.written("patch_task") if "data" in fields}
 
 
 def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tmp_path, redis_service, redis_conn):
@@ -162,7 +150,7 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
 
     record = {"id": 4, "label_config": PAIR, "created_at": "2026-11-22T04:17:12.218819Z"}
     model = DifficultyModel(PAIR, embedder=hashed_embedder, min_examples=30,
-                            provenance=artifacts.Provenance.of(PAIR, record, FakeLabelStudio.url))
+                            provenance=artifacts.Provenance.of(PAIR, record, URL))
     tasks, y = synthetic_pairs(40, seed=2)
     assert model.fit(tasks, y)
     artifacts.save(4, "difficulty", model, root=tmp_path)
@@ -180,17 +168,17 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
 
     new = [{"id": 11, "data": {"text": "Alice met Boris in Paris.", "hypothesis": "Alice met Boris."}},
            {"id": 12, "data": {"text": "Chen left Oslo.", "hypothesis": "Greta and Hiro arrived in Lima."}}]
-    client = FakeLabelStudio(record, new)
+    client = labelstudio_with(record, new)
     report = predict_new_tasks(4, [11, 12], client, "t", redis_conn, model_root=tmp_path)
     assert report["difficulty"] == model.model_version and report["difficulty_written"] == 2
     stored = {int(k): float(v) for k, v in redis_conn.hgetall("t:p:4:difficulty").items()}
     assert set(stored) == {11, 12} and all(0.0 <= v <= 1.0 for v in stored.values())
     for task in new:  # written like training writes it: the whole data, plus the field
-        assert client.written[task["id"]] == {**task["data"], DIFFICULTY_FIELD: round(stored[task["id"]], 4)}
+        assert data_written(client)[task["id"]] == {**task["data"], DIFFICULTY_FIELD: round(stored[task["id"]], 4)}
 
     # The same project id in another Label Studio (another creation time) or another config: not used.
-    other = FakeLabelStudio({**record, "created_at": "2027-01-01T00:00:00Z"}, new)
+    other = labelstudio_with({**record, "created_at": "2027-01-01T00:00:00Z"}, new)
     assert "trained for Label Studio project" in predict_new_tasks(4, [11], other, "t", None, tmp_path)["skipped"]
-    changed = FakeLabelStudio({**record, "label_config": SINGLE}, new)
+    changed = labelstudio_with({**record, "label_config": SINGLE}, new)
     assert "label config" in predict_new_tasks(4, [11], changed, "t", None, tmp_path)["skipped"]
-    assert not other.written and not changed.written
+    assert not other.writes and not changed.writes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import uuid
 from types import SimpleNamespace
@@ -9,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from core.labelstudio import LabelStudioError
 from ml_backend.bulk import prelabel_project
 from ml_backend.cache import MemoryCache, RedisCache, cache_key
 from ml_backend.confidence import expected_calibration_error, logprob_confidence
 from ml_backend.llm import LLMPredictor, LLMSettings, extract_json
 from ml_backend.ratelimit import RateLimiter, TokenBucket
 from ml_backend.structured import build_plan, locate_spans
+from tests.fake_labelstudio import FakeLabelStudio
 from tests.openai_stub import OpenAIStub
 from tests.test_llm import NER, RTE, SENTIMENT, TAXONOMY, sentiment_answer
 
@@ -245,28 +248,23 @@ def test_answer_from_result_round_trip() -> None:
 # ----- project pre-labelling through the Label Studio adapter (fake client) -----------------------------------------
 
 
-class FakeLabelStudio:
-    """The parts of core.labelstudio.LabelStudioClient that prelabel_project uses."""
+class BulkLabelStudio(FakeLabelStudio):
+    """The shared fake holding project 3 (sentiment, with an expert instruction) and ``tasks``; writing a
+    prediction for ``fail_task`` fails as a Label Studio 500 would."""
 
     def __init__(self, tasks: list[dict[str, Any]], fail_task: int | None = None) -> None:
-        self._tasks = tasks
+        super().__init__()
+        self.add_project(3, SENTIMENT, expert_instruction="Be strict.")
+        for t in copy.deepcopy(tasks):
+            self.add_task(3, t["data"], task=t["id"])
+            self.tasks[t["id"]]["predictions"] = t["predictions"]
         self.fail_task = fail_task
-        self.created: list[dict[str, Any]] = []
-        self.list_calls: list[dict[str, Any]] = []
-
-    def project(self, project: int) -> dict[str, Any]:
-        return {"id": project, "label_config": SENTIMENT, "expert_instruction": "Be strict."}
-
-    def tasks(self, project: int, ids: Any = None) -> list[dict[str, Any]]:
-        self.list_calls.append({"project": project, "ids": ids})
-        return [t for t in self._tasks if ids is None or t["id"] in set(ids)]
 
     def create_prediction(self, task: int, result: list[dict[str, Any]], score: float | None = None,
                           model_version: str | None = None) -> int:
         if task == self.fail_task:
-            raise RuntimeError("HTTP 500")
-        self.created.append({"task": task, "result": result, "score": score, "model_version": model_version})
-        return len(self.created)
+            raise LabelStudioError("POST", "/api/predictions/", 500, "injected failure")
+        return super().create_prediction(task, result, score, model_version)
 
 
 def test_prelabel_project_writes_predictions_in_batches() -> None:
@@ -276,23 +274,23 @@ def test_prelabel_project_writes_predictions_in_batches() -> None:
         tasks = [{"id": i, "data": {"text": "good" if i % 2 else "bad"}, "predictions": []} for i in range(1, 8)]
         tasks[0]["predictions"] = [{"model_version": p.model_version, "result": []}]  # done by an earlier run
         tasks[1]["predictions"] = [{"model_version": "other-model", "result": []}]
-        sdk = FakeLabelStudio(tasks, fail_task=5)
+        ls = BulkLabelStudio(tasks, fail_task=5)
         progress: list[tuple[int, int]] = []
-        counts = prelabel_project(sdk, 3, p, batch_size=4, progress=lambda d, t: progress.append((d, t)))
+        counts = prelabel_project(ls, 3, p, batch_size=4, progress=lambda d, t: progress.append((d, t)))
         assert counts == {"tasks": 7, "predicted": 6, "written": 5, "skipped": 1, "failed": 1}
         assert progress == [(0, 6), (4, 6), (6, 6)]
-        assert sdk.list_calls == [{"project": 3, "ids": None}]
-        assert sorted(c["task"] for c in sdk.created) == [2, 3, 4, 6, 7]
-        first = next(c for c in sdk.created if c["task"] == 3)
-        assert first["result"][0]["value"]["choices"] == ["Positive"]
+        assert ls.tasks.listings == [(3, None)]
+        assert sorted(w[1] for w in ls.written("create_prediction")) == [2, 3, 4, 6, 7]
+        first = ls.tasks[3]["predictions"][-1]
+        assert first["task"] == 3 and first["result"][0]["value"]["choices"] == ["Positive"]
         assert first["model_version"] == p.model_version and 0 <= first["score"] <= 1
         # The project's expert_instruction went into the prompt.
         assert "Be strict." in stub.requests[0]["messages"][0]["content"]
         # Selected tasks only, read in one listing (fetching a single task would make Label Studio call the
         # backend's /predict itself, one task at a time).
-        sdk2 = FakeLabelStudio(tasks)
-        counts = prelabel_project(sdk2, 3, p, task_ids=[2, 3], label_config=SENTIMENT, instructions="")
-        assert counts["written"] == 2 and counts["tasks"] == 2 and sdk2.list_calls == [{"project": 3, "ids": [2, 3]}]
+        ls2 = BulkLabelStudio(tasks)
+        counts = prelabel_project(ls2, 3, p, task_ids=[2, 3], label_config=SENTIMENT, instructions="")
+        assert counts["written"] == 2 and counts["tasks"] == 2 and ls2.tasks.listings == [(3, [2, 3])]
 
 
 def test_number_control_bounds() -> None:
