@@ -19,11 +19,11 @@ from flask import Blueprint, current_app, jsonify, request
 from rq import Queue, Retry
 
 from core.keys import Keys
-from core.settings import Settings
+from core.settings import Settings, current
 from ml_backend.bulk import prelabel_import
 from ml_backend.new_tasks import difficulty_job, has_difficulty_model
 from ml_backend.prelabeler import Prelabeler
-from ml_backend.training import ML_QUEUE, train_job
+from ml_backend.training import train_job
 
 log = logging.getLogger(__name__)
 protocol = Blueprint("ml_backend", __name__)
@@ -180,7 +180,9 @@ class Trainer:
     ``difficulty_job`` for new tasks of a project with a difficulty model, ``prelabel_import`` after a large
     import."""
 
-    def __init__(self, connection: redis.Redis, prefix: str, every: int, queue: str = ML_QUEUE) -> None:
+    def __init__(self, connection: redis.Redis, prefix: str, every: int, queue: str | None = None) -> None:
+        # Without a queue name, the process's settings give it (CROWDGATE_ML_QUEUE), as the worker reads it.
+        queue = queue or current().ml_queue
         self.redis = connection
         self.prefix = prefix
         self.keys = Keys(prefix)

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 MIN_VOTES = 3
 MIN_SHARE = 0.75
 DIFFICULTY_FIELD = "crowdgate_difficulty"
-ML_QUEUE = "crowdgate-ml"
 
 
 def training_set(tasks: list[dict[str, Any]], control: str) -> tuple[list[dict], list[str], list[dict], list[float]]:

@@ -145,7 +145,7 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
     from ml_backend.app import create_app
     from ml_backend.new_tasks import difficulty_job, predict_new_tasks
     from ml_backend.prelabeler import Prelabeler
-    from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
+    from ml_backend.training import DIFFICULTY_FIELD
     from tests.state_isolation import isolated_settings
 
     record = {"id": 4, "label_config": PAIR, "created_at": "2026-11-22T04:17:12.218819Z"}
@@ -156,12 +156,12 @@ def test_tasks_imported_after_training_get_a_difficulty_from_the_latest_model(tm
     artifacts.save(4, "difficulty", model, root=tmp_path)
 
     # The import reaches the backend's /webhook, which queues the job (a project without a model gets none).
-    app = create_app(isolated_settings(redis_url=redis_service.url, key_prefix="t"),
-                     model=Prelabeler(model_root=tmp_path)).test_client()
+    settings = isolated_settings(redis_url=redis_service.url, key_prefix="t")
+    app = create_app(settings, model=Prelabeler(model_root=tmp_path)).test_client()
     reply = app.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 4},
                                        "tasks": [{"id": 11}, {"id": 12}]})
     assert reply.status_code == 200 and reply.json["difficulty"]
-    [job] = Queue(ML_QUEUE, connection=redis_conn).jobs
+    [job] = Queue(settings.ml_queue, connection=redis_conn).jobs
     assert job.func is difficulty_job and job.args == (4, [11, 12], "t")
     assert "difficulty" not in app.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 5},
                                                           "tasks": [{"id": 13}]}).json

@@ -72,7 +72,6 @@ def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_ser
                                                           monkeypatch):
     from rq import Queue, SimpleWorker
 
-    from ml_backend.training import ML_QUEUE
     from scripts.llama_server import MODEL_ALIAS, LlamaServer
 
     with LlamaServer() as llm:
@@ -81,7 +80,7 @@ def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_ser
                "CROWDGATE_LLM_SAMPLES": "1", "CROWDGATE_LLM_MAX_TOKENS": "64", "CROWDGATE_PRELABEL_MIN_TASKS": "5",
                "LABEL_STUDIO_URL": labelstudio.url, "LABEL_STUDIO_API_KEY": labelstudio.token,
                "CROWDGATE_MODEL_DIR": str(tmp_path)}
-        use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
+        settings = use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
         web = start_web({**os.environ, **env}, log_dir, workers=1)
         try:
             seeder = Seeder(labelstudio.url, labelstudio.token)
@@ -90,7 +89,7 @@ def test_a_large_import_is_pre_labelled_in_the_background(labelstudio, redis_ser
             seeder.connect_ml_backend(project, web.url)  # Label Studio also sends project events to its /webhook
             texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 2)]
             task_ids = seeder.import_tasks(project, [{"data": {"text": t}} for t in texts])
-            queue = Queue(ML_QUEUE, connection=redis_conn)
+            queue = Queue(settings.ml_queue, connection=redis_conn)
             wait_for(lambda: queue.count == 1, what="the pre-labelling job")
             [job] = queue.jobs
             SimpleWorker([queue], connection=redis_conn).work(burst=True)  # a real RQ worker, in this process

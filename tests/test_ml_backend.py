@@ -10,7 +10,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from ml_backend.app import create_app
 from ml_backend.zero_shot import MODEL_VERSION
 from tests.conftest import fixture_json
-from tests.state_isolation import isolated_settings
+from tests.state_isolation import isolated_settings, use_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUESTS = fixture_json("ml_backend_requests.json")["requests"]
@@ -121,10 +121,9 @@ def test_webhook_events_are_answered(client):
 def test_training_is_queued_on_start_training_and_after_enough_annotations(redis_service, redis_conn):
     from rq import Queue
 
-    from ml_backend.training import ML_QUEUE
-
-    app = create_app(isolated_settings(redis_url=redis_service.url, key_prefix="t", retrain_every=3)).test_client()
-    queue = Queue(ML_QUEUE, connection=redis_conn)
+    settings = isolated_settings(redis_url=redis_service.url, key_prefix="t", retrain_every=3, ml_queue="t-ml")
+    app = create_app(settings).test_client()
+    queue = Queue(settings.ml_queue, connection=redis_conn)
     assert app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}}).status_code == 201
     assert queue.count == 1 and queue.jobs[0].args == (2, "t")
     created = next(r["json_body"] for r in captured("/webhook") if r["json_body"]["action"] == "ANNOTATION_CREATED")
@@ -132,6 +131,18 @@ def test_training_is_queued_on_start_training_and_after_enough_annotations(redis
     assert [r["retraining"] is not None for r in replies] == [False, False, True]
     assert queue.count == 2
     assert app.post("/webhook", json={"action": "START_TRAINING"}).status_code == 400
+
+
+def test_the_trainer_queues_on_the_settings_ml_queue_unless_told_another(redis_conn, monkeypatch):
+    from rq import Queue
+
+    from ml_backend.protocol import Trainer
+
+    use_settings(monkeypatch, ml_queue="t-configured-ml")
+    Trainer(redis_conn, "t", every=3).start(9)
+    Trainer(redis_conn, "t", every=3, queue="t-other-ml").start(10)
+    assert [job.args for job in Queue("t-configured-ml", connection=redis_conn).jobs] == [(9, "t")]
+    assert [job.args for job in Queue("t-other-ml", connection=redis_conn).jobs] == [(10, "t")]
 
 
 def test_basic_auth():

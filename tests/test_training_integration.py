@@ -8,7 +8,7 @@ import pytest
 from rq import Queue, SimpleWorker
 
 from ml_backend.labeling import choice_region
-from ml_backend.training import DIFFICULTY_FIELD, ML_QUEUE
+from ml_backend.training import DIFFICULTY_FIELD
 from scripts.seed import Seeder, label_config
 from scripts.services import start_web
 from tests.conftest import wait_for
@@ -24,7 +24,7 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
     env = {"REDIS_URL": redis_service.url, "CROWDGATE_KEY_PREFIX": "tr", "CROWDGATE_MODEL_DIR": str(tmp_path),
            "LABEL_STUDIO_URL": labelstudio.url, "LABEL_STUDIO_API_KEY": labelstudio.token,
            "CROWDGATE_WEBHOOK_SECRET": "x"}
-    use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
+    settings = use_environ(monkeypatch, env)  # the in-test worker runs the job with the same settings
     web = start_web({**os.environ, **env}, log_dir)
     try:
         seeder = Seeder(labelstudio.url, labelstudio.token)
@@ -43,7 +43,7 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
         backend = seeder.connect_ml_backend(project, web.url)
 
         seeder.train_ml_backend(backend)  # Label Studio's "Start training" button
-        queue = Queue(ML_QUEUE, connection=redis_conn)
+        queue = Queue(settings.ml_queue, connection=redis_conn)
         wait_for(lambda: queue.count == 1, what="the training job")
         SimpleWorker([queue], connection=redis_conn).work(burst=True)  # a real RQ worker, in this process
         job = queue.fetch_job(queue.finished_job_registry.get_job_ids()[0])
