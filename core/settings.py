@@ -50,6 +50,9 @@ class Settings:
     webhook_secret: str = _var("CROWDGATE_WEBHOOK_SECRET", "", "web, worker",
                                "shared secret Label Studio sends in the `X-Crowdgate-Secret` header",
                                shown="empty (refuse all)")
+    webhook_secret_previous: str = _var("CROWDGATE_WEBHOOK_SECRET_PREVIOUS", "", "web",
+                                        "the secret being rotated out, accepted beside the current one until "
+                                        "every webhook sends the new one", shown="empty (none)")
     max_webhook_bytes: int = _var("CROWDGATE_MAX_WEBHOOK_BYTES", 10 * 1024 * 1024, "web",
                                   "larger webhook bodies get 413")
     # Label Studio waits 1 s for the webhook: a Redis that does not answer fast must not hold the submit.
