@@ -11,10 +11,13 @@ Label Studio 1.23.2 sends these actions (captured payloads in ``tests/fixtures/l
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
+
+from core.label_config import LabelConfig, LabelConfigError
+from core.web_requests import BodyError, parse_json
 
 ANNOTATION_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"})
 KNOWN_ACTIONS = ANNOTATION_ACTIONS | {
@@ -30,12 +33,18 @@ KNOWN_ACTIONS = ANNOTATION_ACTIONS | {
 }
 # Project fields crowdgate keeps; the rest of Label Studio's project snapshot is counters and UI settings.
 PROJECT_FIELDS = ("title", "label_config", "control_weights", "expert_instruction", "maximum_annotations")
+MAX_ID = 2**63 - 1  # Label Studio's ids are 64-bit database keys; a larger one cannot name anything
+MAX_LEAD_TIME_S = 10.0**9  # about 31 years: anything longer is not a time an annotator spent
+# Region keys scoring reads, and the type each must have when present (relations carry no from_name).
+REGION_TYPES: dict[str, tuple[type, ...]] = {"from_name": (str,), "to_name": (str,), "type": (str,),
+                                             "value": (dict,)}
 
 
 class PayloadError(ValueError):
     """A webhook body crowdgate cannot accept; ``status`` is the HTTP code to answer with."""
 
     def __init__(self, reason: str, status: int = 422) -> None:
+        reason = _short(reason, 500)  # reasons quote field names from the body, which may be huge
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -134,11 +143,12 @@ class Event:
 
 
 def parse_body(raw: bytes) -> Event:
-    """Decode and check a webhook body; raises :class:`PayloadError` with a reason."""
+    """Decode and check a webhook body; raises :class:`PayloadError` with a reason: 400 for a body that is not
+    strict JSON (:func:`core.web_requests.parse_json`), 422 for one the job could not process."""
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}", 400) from exc
+        body = parse_json(raw)
+    except BodyError as exc:
+        raise PayloadError(exc.reason, exc.status) from None
     return parse_event(body, digest=hashlib.sha256(raw).hexdigest())
 
 
@@ -179,7 +189,7 @@ def parse_event(body: Any, digest: str = "") -> Event:
         raw_tasks = _require_list(body.get("tasks"), "tasks")
         tasks = [_task(t, f"tasks[{i}]") for i, t in enumerate(raw_tasks)]
         if project is None:
-            project = next((t.get("project") for t in raw_tasks if isinstance(t.get("project"), int)), None)
+            project = next((t["project"] for t in raw_tasks if _is_id(t.get("project"))), None)
         if action == "TASKS_DELETED":
             return Event(action, project, project_info, deleted_tasks=[t.id for t in tasks], body_digest=digest)
         return Event(action, project, project_info, tasks=tasks, body_digest=digest)
@@ -228,6 +238,10 @@ def _submission(raw: Any, index: int, project: int | None, action: str) -> Submi
         result = []
     if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
         raise PayloadError(f"{where}.result must be a list of region objects")
+    for i, region in enumerate(result):
+        for key, types in REGION_TYPES.items():
+            if region.get(key) is not None and not isinstance(region[key], types):
+                raise PayloadError(f"{where}.result[{i}].{key} must be {_kind(types)}, got {_kind_of(region[key])}")
     created_at = ann.get("created_at")
     if created_at is not None:
         created_at = _timestamp(created_at, f"{where}.created_at")
@@ -239,9 +253,10 @@ def _submission(raw: Any, index: int, project: int | None, action: str) -> Submi
     ann_project = ann.get("project")
     owner = project if project is not None else ann_project
     owner = _int(owner, f"{where}.project")
-    lead_time = ann.get("lead_time")
-    if lead_time is not None and not isinstance(lead_time, int | float):
-        raise PayloadError(f"{where}.lead_time must be a number or null")
+    lead_time = _lead_time(ann.get("lead_time"), f"{where}.lead_time")
+    for flag in ("was_cancelled", "ground_truth"):
+        if ann.get(flag) is not None and not isinstance(ann[flag], bool):
+            raise PayloadError(f"{where}.{flag} must be true, false or null, got {_kind_of(ann[flag])}")
     parent = ann.get("parent_prediction")
     return Submission(
         project=owner,
@@ -252,10 +267,10 @@ def _submission(raw: Any, index: int, project: int | None, action: str) -> Submi
         result=result,
         updated_at=updated_at,
         created_at=created_at or updated_at,
-        lead_time=float(lead_time) if lead_time is not None else None,
+        lead_time=lead_time,
         was_cancelled=bool(ann.get("was_cancelled", False)),
         ground_truth=bool(ann.get("ground_truth", False)),
-        parent_prediction=parent if isinstance(parent, int) else None,
+        parent_prediction=parent if _is_id(parent) else None,
     )
 
 
@@ -269,24 +284,112 @@ def _task(raw: Any, where: str) -> TaskInfo:
 
 
 def _project_id(project: Any) -> int | None:
-    if isinstance(project, dict):
-        value = project.get("id")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(project, int) and not isinstance(project, bool):
-        return project
+    """The project's id, or None when the body names none; an integer id out of range is a 422."""
+    value, where = (project.get("id"), "project.id") if isinstance(project, dict) else (project, "project")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(value, where)
     return None
 
 
 def _project_info(project: Any) -> dict[str, Any]:
+    """The project fields crowdgate keeps, each checked so every later rescore of the project can read it."""
     if not isinstance(project, dict):
         return {}
-    return {k: project[k] for k in PROJECT_FIELDS if k in project}
+    info = {k: project[k] for k in PROJECT_FIELDS if k in project}
+    for name in ("title", "expert_instruction"):
+        if info.get(name) is not None and not isinstance(info[name], str):
+            raise PayloadError(f"project.{name} must be a string, got {_kind_of(info[name])}")
+    config = info.get("label_config")
+    if config is not None:
+        if not isinstance(config, str):
+            raise PayloadError(f"project.label_config must be an XML string, got {_kind_of(config)}")
+        try:
+            LabelConfig.parse(config)
+        except LabelConfigError as exc:
+            raise PayloadError(f"project.label_config: {_short(str(exc))}") from None
+    if info.get("control_weights") is not None:
+        _check_control_weights(info["control_weights"])
+    maximum = info.get("maximum_annotations")
+    if maximum is not None:
+        _int(maximum, "project.maximum_annotations")
+    return info
+
+
+def _check_control_weights(weights: Any) -> None:
+    """Label Studio's shape: ``{control: {"overall": w, "type": "Choices", "labels": {label: w}}}``, or a bare
+    number per control; every weight a finite number >= 0 (scoring multiplies by it)."""
+    if not isinstance(weights, dict):
+        raise PayloadError(f"project.control_weights must be an object, got {_kind_of(weights)}")
+    for control, entry in weights.items():
+        where = f"project.control_weights[{control!r}]"
+        if not isinstance(entry, dict):
+            _weight(entry, where)
+            continue
+        if entry.get("overall") is not None:
+            _weight(entry["overall"], f"{where}.overall")
+        if entry.get("type") is not None and not isinstance(entry["type"], str):
+            raise PayloadError(f"{where}.type must be a string, got {_kind_of(entry['type'])}")
+        labels = entry.get("labels")
+        if labels is not None:
+            if not isinstance(labels, dict):
+                raise PayloadError(f"{where}.labels must be an object, got {_kind_of(labels)}")
+            for label, weight in labels.items():
+                _weight(weight, f"{where}.labels[{label!r}]")
+
+
+def _weight(value: Any, where: str) -> None:
+    if not _is_number(value) or not 0 <= value <= 1e12:
+        raise PayloadError(f"{where} must be a finite number >= 0, got {_kind_of(value)}")
+
+
+def _lead_time(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or abs(value) > MAX_LEAD_TIME_S:
+        raise PayloadError(f"{where} must be a number of seconds (at most {MAX_LEAD_TIME_S:.0e}) or null, "
+                           f"got {_kind_of(value)}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PayloadError(f"{where} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_ID:
+        raise PayloadError(f"{where} must be an integer between 0 and {MAX_ID}")
     return value
+
+
+def _kind(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "a string", "dict": "an object"}.get(t.__name__, t.__name__) for t in types)
+
+
+def _kind_of(value: Any) -> str:
+    """The JSON type of ``value`` for a message (never the value: it may be huge or hostile)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number" if _is_number(value) else "a number out of range"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _require_dict(value: Any, where: str) -> dict[str, Any]:

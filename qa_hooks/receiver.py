@@ -19,6 +19,7 @@ from redis.retry import Retry
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.settings import Settings
+from core.web_requests import BodyError, install_json_errors, read_limited, require_json
 from qa_hooks.events import PayloadError, parse_body
 from qa_hooks.inbox import Inbox
 from qa_hooks.jobs import process_event
@@ -45,17 +46,39 @@ def _too_large(_exc: RequestEntityTooLarge):
     return _error(f"body larger than {_settings().max_webhook_bytes} bytes", 413)
 
 
+def secret_matches(given: str, settings: Settings) -> bool:
+    """``given`` equals the current secret or, during a rotation, the previous one: exactly (no trimming), in
+    constant time (both are always compared), and never an empty one."""
+    if not settings.webhook_secret:
+        return False
+    try:
+        given_bytes = given.encode("latin-1")  # WSGI hands header bytes over as latin-1 text: the bytes sent
+    except UnicodeEncodeError:
+        given_bytes = given.encode("utf-8", "surrogateescape")
+    matched = False
+    for secret in (settings.webhook_secret, settings.webhook_secret_previous):
+        equal = hmac.compare_digest(given_bytes, secret.encode("utf-8", "surrogateescape"))
+        matched |= equal and bool(secret)
+    return matched
+
+
 @hooks.post("/hooks/labelstudio")
 def receive():
+    """401 wrong or missing secret, 413 body over the limit, 415 not JSON, 400 not strict JSON, 422 a JSON body
+    the job could not process (the field is named), 503 Redis unavailable; 200 queued or duplicate."""
     started = time.perf_counter()
-    secret = _settings().webhook_secret
-    given = request.headers.get(SECRET_HEADER, "")
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+    settings = _settings()
+    if not secret_matches(request.headers.get(SECRET_HEADER, ""), settings):
         return _error(f"missing or wrong {SECRET_HEADER} header", 401)
-    if request.content_length is not None and request.content_length > _settings().max_webhook_bytes:
-        return _error(f"body larger than {_settings().max_webhook_bytes} bytes", 413)
+    limit = settings.max_webhook_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(f"body larger than {limit} bytes", 413)
     try:
-        event = parse_body(request.get_data(cache=False))
+        require_json(request)
+        # Chunked bodies have no Content-Length: the limit holds for whatever the stream carries.
+        event = parse_body(read_limited(request.stream, limit))
+    except BodyError as exc:
+        return _error(exc.reason, exc.status)
     except PayloadError as exc:
         return _error(exc.reason, exc.status)
     try:
@@ -82,6 +105,7 @@ def init_hooks(app, settings: Settings, job: Callable[..., Any] = process_event)
     """Attach the receiver and its Redis connection to ``app``; ``job`` is the RQ job run for each event."""
     if not settings.webhook_secret:
         log.warning("CROWDGATE_WEBHOOK_SECRET is empty: every webhook will be refused with 401")
+    install_json_errors(app)
     # No client-side retries: resending a write whose first try may have landed is the inbox's decision.
     connection = redis.Redis.from_url(
         settings.redis_url,
