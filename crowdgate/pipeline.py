@@ -15,6 +15,7 @@ import redis
 
 from qa_hooks.jobs import current_connection, process_event
 from qa_hooks.reconcile import reconcile_all
+from routing.audit import AuditLog
 from routing.inputs import predicted_difficulty
 from routing.router import after_scoring
 
@@ -36,6 +37,23 @@ def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Re
     return process_event(event, prefix, connection, route=route)
 
 
-def reconcile_and_route(prefix: str = "cg", connection: redis.Redis | None = None) -> dict[int, dict[str, int]]:
-    """The periodic reconciliation, with recovered annotations scored and routed like delivered ones."""
-    return reconcile_all(prefix, connection or current_connection(), handle=handle_event)
+def reconcile_and_route(prefix: str = "cg", connection: redis.Redis | None = None,
+                        projects: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    """The periodic reconciliation (of ``projects``, default every known one), with recovered annotations and
+    deletions scored and routed like delivered ones; a project whose webhook is missing or broken, or that could
+    not be reconciled, gets an audit alert."""
+    connection = connection or current_connection()
+    results = reconcile_all(prefix, connection, handle=handle_event, projects=projects)
+    audit = AuditLog(connection, prefix)
+    for project, result in results.items():
+        hook = result.get("webhook") or {}
+        if hook.get("status", "ok") != "ok":
+            action = f"webhook_{hook['status']}" + ("_repaired" if hook.get("repaired") else "")
+            audit.record("alert", action, project, reason=hook.get("detail", ""), evidence=hook)
+        if "error" in result:
+            audit.record("alert", "reconcile_failed", project, reason=result["error"], evidence=result)
+        if result.get("deletions_unresolved"):
+            audit.record("alert", "deletions_unresolved", project,
+                         reason="submissions deleted in Label Studio whose annotation ids were reused",
+                         evidence={"count": result["deletions_unresolved"]})
+    return results
