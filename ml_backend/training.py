@@ -66,7 +66,10 @@ def training_set(tasks: list[dict[str, Any]], control: str) -> tuple[list[dict],
 def train_project(project: int, prefix: str = "cg", connection: redis.Redis | None = None,
                   client: LabelStudioClient | None = None, model_root: Path | None = None) -> dict[str, Any]:
     client = client or LabelStudioClient.from_settings(current())
-    config = client.project(project).get("label_config", "")
+    info = client.project(project)
+    config = info.get("label_config", "")
+    # Both models answer only for this Label Studio's project (its uid) and this config (artifacts.mismatch).
+    provenance = artifacts.Provenance.of(config, info, client.url)
     tasks = client.export(project)
     schema = task_schema(config)
     report: dict[str, Any] = {"project": project, "tasks": len(tasks)}
@@ -76,14 +79,14 @@ def train_project(project: int, prefix: str = "cg", connection: redis.Redis | No
     label_tasks, labels, finished, difficulty = training_set(tasks, schema.control.name)
     report.update(training_labels=len(labels), finished_tasks=len(finished))
 
-    classifier = EmbeddingClassifier(config)
+    classifier = EmbeddingClassifier(config, provenance=provenance)
     if classifier.fit(label_tasks, labels):
         artifacts.save(project, "classifier", classifier, version=classifier.model_version, root=model_root)
         report["classifier"] = classifier.model_version
     else:
         report["classifier_skipped"] = classifier.skip_reason
 
-    model = DifficultyModel(config)
+    model = DifficultyModel(config, provenance=provenance)
     if model.fit(finished, difficulty):
         artifacts.save(project, "difficulty", model, version=model.model_version, root=model_root)
         report["difficulty"] = model.model_version

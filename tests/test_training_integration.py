@@ -7,6 +7,7 @@ import os
 import pytest
 from rq import Queue, SimpleWorker
 
+from ml_backend import artifacts
 from ml_backend.labeling import choice_region
 from ml_backend.training import DIFFICULTY_FIELD
 from scripts.seed import Seeder, label_config
@@ -50,6 +51,11 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
         report = job.return_value()
         unanimous = sum(1 for task in task_ids if task % 4)  # 2-of-3 tasks are below the 0.75 agreement bar
         assert report["training_labels"] == unanimous and report["classifier"].startswith("crowdgate-clf-")
+        # The saved classifier belongs to this Label Studio's project (the uid it sends the backend) and config.
+        classifier = artifacts.latest(project, "classifier", root=tmp_path)
+        assert classifier.model_version == report["classifier"]
+        assert classifier.provenance == artifacts.Provenance.of(config, seeder.project(project), labelstudio.url)
+        assert classifier.provenance.project_uid.startswith(f"{project}.")
 
         seeder.retrieve_predictions(project)
         predictions = wait_for(lambda: (p := seeder.predictions(project)) and len(p) >= len(texts) and p,
@@ -63,6 +69,8 @@ def test_start_training_trains_a_classifier_that_then_pre_labels(labelstudio, re
             [task] = seeder.tasks(project, ids=task_ids[:1])
             assert 0.0 <= task["data"][DIFFICULTY_FIELD] <= 1.0
             assert redis_conn.hlen(f"tr:p:{project}:difficulty") == len(texts)
+            difficulty = artifacts.latest(project, "difficulty", root=tmp_path)
+            assert difficulty.provenance == classifier.provenance
         else:
             assert report["difficulty_skipped"]
     finally:
