@@ -29,7 +29,7 @@ from rq import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qa_hooks.config import EVENTS_QUEUE
+from core.settings import Settings
 from scripts.services import start_redis, start_web
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/labelstudio-1.23.2/webhook_annotation_created.json"
@@ -92,7 +92,7 @@ def main() -> None:
         blast(port, "/webhook", warm, args.clients)
         blast(port, "/hooks/labelstudio", warm, args.clients)
         connection = redis.Redis.from_url(redis_service.url)
-        queue = Queue(EVENTS_QUEUE, connection=connection)
+        queue = Queue(Settings().events_queue, connection=connection)
         queue.empty()
         connection.flushdb()  # our private server: forget the warm-up events
 
