@@ -92,7 +92,7 @@ def main() -> None:
         blast(port, "/webhook", warm, args.clients)
         blast(port, "/hooks/labelstudio", warm, args.clients)
         connection = redis.Redis.from_url(redis_service.url)
-        queue = Queue(Settings().events_queue, connection=connection)
+        queue = Queue(Settings.from_env().events_queue, connection=connection)
         queue.empty()
         connection.flushdb()  # our private server: forget the warm-up events
 
