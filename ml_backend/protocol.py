@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
 import logging
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import redis
@@ -19,14 +19,18 @@ from flask import Blueprint, current_app, jsonify, request
 from rq import Queue, Retry
 
 from core.keys import Keys
+from core.label_config import LabelConfig, LabelConfigError
 from core.settings import Settings, current
+from core.web_requests import BodyError, install_json_errors, parse_json, read_limited, require_json
 from ml_backend.bulk import prelabel_import
 from ml_backend.new_tasks import difficulty_job, has_difficulty_model
 from ml_backend.prelabeler import Prelabeler
+from ml_backend.project_configs import ProjectConfigs
 from ml_backend.training import train_job
 
 log = logging.getLogger(__name__)
 protocol = Blueprint("ml_backend", __name__)
+MAX_ID = 2**63 - 1  # Label Studio's ids are 64-bit database keys
 
 
 def _state() -> dict[str, Any]:
@@ -38,14 +42,37 @@ def _error(reason: str, status: int):
 
 
 def project_id(value: Any) -> int | None:
-    """Label Studio names the project ``"<id>.<timestamp>"`` in /setup and /predict."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """Label Studio names the project ``"<id>.<timestamp>"`` in /setup and /predict, and by its integer id in
+    /webhook; None when ``value`` is neither (ASCII digits only: ``"²".isdigit()`` is true) or out of range."""
     if isinstance(value, str):
         head = value.split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
+        value = int(head) if head.isascii() and head.isdigit() and len(head) <= 19 else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        return value
     return None
+
+
+def _project(value: Any) -> int | None:
+    """The project a request names, None when it names none; a 422 when it names one unreadably."""
+    if value is None:
+        return None
+    pid = project_id(value)
+    if pid is None:
+        raise BodyError(f"'project' must be an integer id (at most {MAX_ID}) or \"<id>.<timestamp>\"", 422)
+    return pid
+
+
+def basic_credentials(header: str) -> tuple[bytes, bytes]:
+    """(user, password) of a ``Basic`` Authorization header; empty ones for any other or malformed header."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return b"", b""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):  # ValueError: a header with non-ASCII characters
+        return b"", b""
+    user, _, password = decoded.partition(b":")
+    return user, password
 
 
 @protocol.before_request
@@ -53,13 +80,10 @@ def _check_basic_auth():
     settings: Settings = _state()["settings"]
     if not settings.ml_auth_required:
         return None
-    header = request.headers.get("Authorization", "")
-    user = password = ""
-    if header.startswith("Basic "):
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    ok = hmac.compare_digest(user.encode(), settings.ml_basic_auth_user.encode())
-    ok &= hmac.compare_digest(password.encode(), settings.ml_basic_auth_password.encode())
+    user, password = basic_credentials(request.headers.get("Authorization", ""))
+    # Both compared every time, in constant time: the answer says nothing about which one was wrong.
+    ok = hmac.compare_digest(user, settings.ml_basic_auth_user.encode())
+    ok &= hmac.compare_digest(password, settings.ml_basic_auth_password.encode())
     if not ok:
         response = jsonify({"error": "basic auth required"})
         response.headers["WWW-Authenticate"] = 'Basic realm="crowdgate"'
@@ -67,9 +91,26 @@ def _check_basic_auth():
     return None
 
 
-def _json_object() -> dict[str, Any] | None:
-    body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else None
+def _json_object() -> dict[str, Any]:
+    """The request's body as a JSON object: 415 not JSON, 413 over the limit (chunked too), 400 otherwise."""
+    require_json(request)
+    limit = _state()["settings"].ml_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyError(f"body larger than {limit} bytes", 413)
+    body = parse_json(read_limited(request.stream, limit))
+    if not isinstance(body, dict):
+        raise BodyError("body must be a JSON object", 400)
+    return body
+
+
+def _check_well_formed(label_config: str) -> None:
+    """422 unless ``label_config`` is well-formed XML. Only the stdlib parser, and nothing kept: /setup must stay
+    fast and small for any config, and the models parse (and cache) the config when they predict."""
+    try:
+        ET.fromstring(label_config)
+    except ET.ParseError as exc:
+        raise BodyError(f"'schema' is not a label config: XML error at line {exc.position[0]}, "
+                        f"column {exc.position[1]}", 422) from None
 
 
 @protocol.get("/health")
@@ -81,35 +122,46 @@ def health():
 @protocol.post("/setup")
 def setup():
     body = _json_object()
-    if body is None:
-        return _error("body must be a JSON object", 400)
-    pid = project_id(body.get("project"))
+    pid = _project(body.get("project"))
     schema = body.get("schema")
-    if pid is not None and isinstance(schema, str):
-        _state()["projects"][pid] = {"label_config": schema, "hostname": body.get("hostname")}
+    if schema is not None:
+        if not isinstance(schema, str):
+            return _error("'schema' must be the label config as an XML string", 422)
+        _check_well_formed(schema)
+        if pid is not None:
+            hostname = body.get("hostname")
+            _state()["projects"].put(pid, schema, hostname if isinstance(hostname, str) else None)
     model = _state()["model"]
     uid = body.get("project") if isinstance(body.get("project"), str) else None
-    version = model.version_for(pid, schema if isinstance(schema, str) else None, uid)
+    version = model.version_for(pid, schema, uid)
     return jsonify({"model_version": version})
 
 
 @protocol.post("/predict")
 def predict():
     body = _json_object()
-    if body is None:
-        return _error("body must be a JSON object", 400)
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         return _error("'tasks' must be a list of task objects", 400)
+    for i, task in enumerate(tasks):
+        if task.get("data") is not None and not isinstance(task["data"], dict):
+            return _error(f"tasks[{i}].data must be an object", 422)
+    pid = _project(body.get("project"))
     label_config = body.get("label_config")
-    if not isinstance(label_config, str):
+    if label_config is not None and not isinstance(label_config, str):
+        return _error("'label_config' must be an XML string", 422)
+    if label_config is None:
         # A predict without a prior /setup still works when the config comes along or was set up before.
-        known = _state()["projects"].get(project_id(body.get("project")))
-        label_config = known["label_config"] if known else None
+        known = _state()["projects"].get(pid)
+        label_config = known.label_config if known else None
     if not label_config:
         return _error("'label_config' is missing and this project was never set up", 400)
+    try:
+        LabelConfig.parse(label_config)  # the models parse it too, from the same cache
+    except LabelConfigError as exc:
+        reason = str(exc)
+        return _error(reason if len(reason) <= 300 else reason[:300] + "…", 422)
     model = _state()["model"]
-    pid = project_id(body.get("project"))
     uid = body.get("project") if isinstance(body.get("project"), str) else None
     try:
         results = model.predict(tasks, label_config, project=pid, project_uid=uid)
@@ -125,13 +177,11 @@ def predict():
 @protocol.post("/webhook")
 def webhook():
     body = _json_object()
-    if body is None:
-        return _error("body must be a JSON object", 400)
     action = body.get("action")
     if not isinstance(action, str):
         return _error("missing field 'action'", 400)
     project = body.get("project")
-    pid = project_id(project.get("id") if isinstance(project, dict) else project)
+    pid = _project(project.get("id") if isinstance(project, dict) else project)
     trainer = _state()["trainer"]
     if action == "START_TRAINING":
         if pid is None:
@@ -146,8 +196,12 @@ def webhook():
     # Label Studio forwards every project event here; the webhook receiver in qa_hooks records them. Here new tasks
     # get a difficulty from the project's model and a large import is pre-labelled in the background, and
     # annotations count towards the next retraining.
+    tasks = body.get("tasks")
+    if tasks is not None and not isinstance(tasks, list):
+        return _error("'tasks' must be a list of task objects", 422)
     if action == "TASKS_CREATED" and pid is not None and trainer is not None:
-        ids = [t["id"] for t in body.get("tasks") or [] if isinstance(t, dict) and isinstance(t.get("id"), int)]
+        ids = [t["id"] for t in tasks or [] if isinstance(t, dict) and isinstance(t.get("id"), int)
+               and project_id(t["id"]) is not None]
         has_llm = getattr(_state()["model"], "llm", None) is not None
         queued: dict[str, str] = {}
         try:
@@ -222,9 +276,10 @@ def init_ml_backend(app, settings: Settings, model: Any = None) -> None:
     app.extensions["crowdgate.ml"] = {
         "settings": settings,
         "model": model or Prelabeler.from_settings(settings),
-        "projects": {},
+        "projects": ProjectConfigs(),
         "trainer": trainer,
     }
     current = app.config.get("MAX_CONTENT_LENGTH")
     app.config["MAX_CONTENT_LENGTH"] = max(current or 0, settings.ml_max_body_bytes)
+    install_json_errors(app)
     app.register_blueprint(protocol)

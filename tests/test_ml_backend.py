@@ -102,8 +102,14 @@ def test_tasks_without_text_get_an_empty_prediction_in_place(client):
     [None, [], {"tasks": "x", "label_config": CONFIG}, {"tasks": [1], "label_config": CONFIG}, {"tasks": []}],
 )
 def test_bad_predict_bodies_are_400(client, body):
-    reply = client.post("/predict", json=body) if body is not None else client.post("/predict", data="nope")
+    reply = client.post("/predict", json=body) if body is not None else \
+        client.post("/predict", data="nope", content_type="application/json")
     assert reply.status_code == 400 and reply.json["error"]
+
+
+def test_a_body_that_is_not_json_is_415(client):
+    reply = client.post("/predict", data="nope")
+    assert reply.status_code == 415 and "application/json" in reply.json["error"]
 
 
 def test_webhook_events_are_answered(client):
@@ -111,7 +117,8 @@ def test_webhook_events_are_answered(client):
         reply = client.post("/webhook", json=request["json_body"])
         assert reply.status_code in (200, 201, 503), reply.json
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
-    assert client.post("/webhook", data="x").status_code == 400
+    assert client.post("/webhook", data="x", content_type="application/json").status_code == 400
+    assert client.post("/webhook", data="x").status_code == 415
     assert client.post("/webhook", json={"no": "action"}).status_code == 400
     # without Redis nothing can be queued: said, not swallowed
     reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}})
