@@ -62,30 +62,31 @@ def _is_local(url: str) -> bool:
 class LLMSettings:
     """Engine configuration; :meth:`from_settings` builds it from crowdgate's settings."""
 
-    base_url: str = "https://api.openai.com/v1"
+    # Defaults that are settings come from core.settings, so each has one value.
+    base_url: str = Settings.openai_base_url
     api_key: str = ""
-    model: str = "gpt-4o-mini"
-    mode: str = "auto"  # auto | json_schema | json_object | prompt
-    concurrency: int = 16
-    rpm: float = 0.0  # requests per minute, 0 = unlimited
-    tpm: float = 0.0  # tokens per minute, 0 = unlimited
-    deadline_s: float = 80.0  # inside Label Studio's 100 s predict timeout
-    samples: int = 3  # answers compared for agreement when the server gives no logprobs
+    model: str = "gpt-4o-mini"  # only a default for tests: the LLM is on only when CROWDGATE_LLM_MODEL names one
+    mode: str = Settings.llm_mode  # auto | json_schema | json_object | prompt
+    concurrency: int = Settings.llm_concurrency
+    rpm: float = Settings.llm_rpm  # requests per minute, 0 = unlimited
+    tpm: float = Settings.llm_tpm  # tokens per minute, 0 = unlimited
+    deadline_s: float = Settings.llm_deadline_s  # inside Label Studio's 100 s predict timeout
+    samples: int = Settings.llm_samples  # answers compared for agreement when the server gives no logprobs
     sample_temperature: float = 0.7
-    price_in: float = 0.0  # USD per 1M prompt tokens
-    price_out: float = 0.0  # USD per 1M completion tokens
-    budget_usd: float = 0.0  # per project, 0 = no cap
+    price_in: float = Settings.llm_price_in  # USD per 1M prompt tokens
+    price_out: float = Settings.llm_price_out  # USD per 1M completion tokens
+    budget_usd: float = Settings.llm_budget_usd  # per project, 0 = no cap
     redact: tuple[str, ...] = ()  # kinds masked before text leaves (see ml_backend.redaction)
-    vision: bool = False  # the model takes images
-    max_retries: int = 4
+    vision: bool = Settings.llm_vision  # the model takes images
+    max_retries: int = Settings.llm_max_retries
     backoff_base_s: float = 0.5
     backoff_max_s: float = 20.0
     request_timeout_s: float = 60.0
-    max_tokens: int = 512
-    logprobs: bool = True
-    ner_occurrences: str = "all"  # all | first
+    max_tokens: int = Settings.llm_max_tokens
+    logprobs: bool = Settings.llm_logprobs
+    ner_occurrences: str = Settings.llm_ner_occurrences  # all | first
     cache_url: str | None = None  # redis://... ; None = in-process cache
-    cache_prefix: str = "cg"  # the cache's keys go under crowdgate's common prefix (core.keys)
+    cache_prefix: str = Settings.key_prefix  # the cache's keys go under crowdgate's common prefix (core.keys)
     cache_ttl_s: float = 30 * 24 * 3600.0
     invalid_ttl_s: float = 3600.0  # how long an invalid answer is remembered (no re-asking meanwhile)
 

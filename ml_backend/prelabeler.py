@@ -46,7 +46,8 @@ class ProjectKnowledge:
     """What crowdgate's Redis knows of a project that a prompt can use: the annotation guideline Label Studio
     keeps as ``expert_instruction`` (recorded from webhook payloads) and gold items as worked examples."""
 
-    def __init__(self, connection: redis.Redis, prefix: str = "cg", examples: int = 3, ttl_s: float = 60.0) -> None:
+    def __init__(self, connection: redis.Redis, prefix: str = "cg", examples: int = Settings.llm_examples,
+                 ttl_s: float = 60.0) -> None:
         self.store = SubmissionStore(connection, prefix)
         self.ledger = Ledger(connection, prefix)
         self.examples_wanted = examples

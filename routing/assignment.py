@@ -69,7 +69,7 @@ def choose_annotator(
     exclude: Iterable[int] = (),
     disputed: Sequence[str] = (),
     now: float,
-    active_within: float = 3600.0,
+    active_within: float,
     max_load: int = 50,
     load_weight: float = 0.02,
 ) -> Assignment:

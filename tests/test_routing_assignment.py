@@ -17,6 +17,7 @@ def cand(uid: int, tier: str = "tier2", reliability: float = 0.8, **kw: object) 
 
 def choose(candidates, tier="tier2", **kw):
     kw.setdefault("now", NOW)
+    kw.setdefault("active_within", 3600.0)
     return choose_annotator(candidates, P, tier, **kw)
 
 
