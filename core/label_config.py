@@ -29,7 +29,7 @@ from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
-__all__ = ["TEXT_TAGS", "Control", "DataObject", "LabelConfig", "LabelConfigError", "Option"]
+__all__ = ["TEXT_TAGS", "Control", "DataObject", "LabelConfig", "LabelConfigError", "Option", "finite_number"]
 
 TEXT_TAGS = frozenset({"text", "hypertext", "paragraphs"})
 """Object tag types (lower case) whose task data is text."""
@@ -156,7 +156,8 @@ def _sdk_message(call: Any, fallback: str) -> str:
     return fallback
 
 
-def _finite(raw: Any, default: float | None = None) -> float | None:
+def finite_number(raw: Any, default: float | None = None) -> float | None:
+    """``raw`` as a finite float (a config bound, a result's value), else ``default``."""
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -226,9 +227,9 @@ def _control(tag: Any, objects: Mapping[str, DataObject], root: ET.Element | Non
     attr = dict(tag.attr or {})
     low = high = None
     if kind == "rating":
-        low, high = 1.0, _finite(attr.get("maxRating"), 5.0)
+        low, high = 1.0, finite_number(attr.get("maxRating"), 5.0)
     elif kind == "number":
-        low, high = _finite(attr.get("min")), _finite(attr.get("max"))
+        low, high = finite_number(attr.get("min")), finite_number(attr.get("max"))
     to_name = tuple(str(n) for n in tag.to_name or ())
     return Control(
         name=str(tag.name),

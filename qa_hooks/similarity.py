@@ -40,14 +40,13 @@ A control that one side answered and the other did not scores 0.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from rapidfuzz import fuzz
 
-from core.label_config import Control, LabelConfig
+from core.label_config import Control, LabelConfig, finite_number
 
 __all__ = [
     "IOU_THRESHOLD",
@@ -84,14 +83,6 @@ IOU_THRESHOLD = 0.5
 
 class UnsupportedControlError(ValueError):
     """Raised for a control type without a scorer when ``on_unknown="error"``."""
-
-
-def _to_float(raw: Any, default: float | None = None) -> float | None:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +131,7 @@ def _collect(regions: Regions, key: str) -> set[Any]:
 
 
 def _mean_number(regions: Regions, key: str) -> float | None:
-    values = [v for v in (_to_float(_value(r).get(key)) for r in regions) if v is not None]
+    values = [v for v in (finite_number(_value(r).get(key)) for r in regions) if v is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -353,10 +344,10 @@ def score_labels(a: Regions, b: Regions, control: Control) -> float:
 
 def _box(value: Mapping[str, Any]) -> tuple[float, float, float, float]:
     return (
-        _to_float(value.get("x"), 0.0) or 0.0,
-        _to_float(value.get("y"), 0.0) or 0.0,
-        _to_float(value.get("width"), 0.0) or 0.0,
-        _to_float(value.get("height"), 0.0) or 0.0,
+        finite_number(value.get("x"), 0.0) or 0.0,
+        finite_number(value.get("y"), 0.0) or 0.0,
+        finite_number(value.get("width"), 0.0) or 0.0,
+        finite_number(value.get("height"), 0.0) or 0.0,
     )
 
 
@@ -519,7 +510,7 @@ def _weight(control_weights: Mapping[str, Any] | None, name: str) -> float:
     if entry is None:
         return 1.0
     raw = entry.get("overall", 1.0) if isinstance(entry, Mapping) else entry
-    weight = _to_float(raw)
+    weight = finite_number(raw)
     if weight is None or weight < 0.0:
         raise ValueError(f"control weight for {name!r} must be a finite number ≥ 0, got {raw!r}")
     return weight
