@@ -26,6 +26,8 @@ Webhook deliveries (:class:`qa_hooks.inbox.Inbox`)
 
 - ``{p}:seen:{pid}:{dedup_key}`` (string, ``CROWDGATE_DEDUP_TTL_S``): the job id of an annotation version (or
   event body) already delivered.
+- ``{p}:inbox:{queue}`` (stream, consumer group ``crowdgate``): events waiting for the worker's batch drain
+  (``CROWDGATE_INBOX=stream``); an entry is deleted once its event was scored and routed or handed to RQ.
 
 Scores (:class:`qa_hooks.ledger.Ledger`)
 
@@ -188,6 +190,9 @@ class Keys:
 
     def dedup(self, project: Id | None, dedup_key: str) -> str:
         return f"{self.prefix}:seen:{project}:{dedup_key}"
+
+    def inbox(self, queue: str) -> str:
+        return f"{self.prefix}:inbox:{queue}"
 
     # -- scores (qa_hooks.ledger) ----------------------------------------------------------------------------
 

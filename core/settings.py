@@ -60,6 +60,11 @@ class Settings:
                                   "Redis socket timeout on the request path (Label Studio waits 1 s)")
     dedup_ttl_s: int = _var("CROWDGATE_DEDUP_TTL_S", 30 * 24 * 3600, "web",
                             "how long a delivered annotation version is remembered")
+    inbox: str = _var("CROWDGATE_INBOX", "stream", "web, worker",
+                      "`stream`: events wait in a Redis stream the worker drains in batches; `rq`: one RQ job per "
+                      "event (the old path, several times slower)")
+    drain_batch: int = _var("CROWDGATE_DRAIN_BATCH", 200, "worker",
+                            "most events the worker scores, then routes, in one batch")
     # -- ML backend --------------------------------------------------------------------------------------
     ml_basic_auth_user: str = _var("CROWDGATE_ML_BASIC_AUTH_USER", "", "web",
                                    "HTTP basic auth user for the ML backend (set the same pair in Label Studio's "

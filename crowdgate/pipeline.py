@@ -1,6 +1,7 @@
 """The job the worker runs for every webhook event: record and score it, then route.
 
-    handle_event(event_dict, prefix)   # what crowdgate.web's receiver enqueues per event
+    handle_event(event_dict, prefix)   # what crowdgate.web's receiver queues per event
+    handle_events(event_dicts, prefix) # its batch form, what crowdgate-worker's inbox drain runs
 
 Scoring (:func:`qa_hooks.jobs.process_event`) and routing (:func:`routing.router.after_scoring`) run in one job
 so a decision always sees the submission that triggered it. Both are idempotent, so a retried event (RQ
@@ -9,32 +10,57 @@ so a decision always sees the submission that triggered it. Both are idempotent,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from qa_hooks.jobs import current_connection, process_event
+from qa_hooks.jobs import current_connection, process_event, process_events
 from qa_hooks.reconcile import reconcile_all
 from routing.audit import AuditLog
 from routing.inputs import predicted_difficulty
 from routing.router import after_scoring
 
 
+def _hard_tasks(event: dict[str, Any]) -> list[int]:
+    """New tasks with a predicted difficulty: they may start at a higher tier before anyone labels them."""
+    if event.get("action") != "TASKS_CREATED":
+        return []
+    return [t["id"] for t in event.get("tasks") or [] if predicted_difficulty(t.get("meta")) is not None]
+
+
+def _router(prefix: str, connection: redis.Redis,
+            hard: dict[Any, set[int]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def route(result: dict[str, Any]) -> dict[str, Any]:
+        extra = hard.get(result.get("project"))
+        if extra:
+            result = {**result, "tasks": sorted(set(result.get("tasks") or []) | extra)}
+        routed = after_scoring(result, prefix, connection)
+        return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}
+
+    return route
+
+
 def handle_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict[str, Any]:
     """``process_event`` with ``after_scoring`` as its routing step; returns the scoring result with a routing
     summary. The tasks stay marked unscored until routing finished, so a retry completes both."""
     connection = connection or current_connection()
+    hard = {event.get("project"): set(_hard_tasks(event))}
+    return process_event(event, prefix, connection, route=_router(prefix, connection, hard))
 
-    def route(result: dict[str, Any]) -> dict[str, Any]:
-        if event.get("action") == "TASKS_CREATED":
-            # New tasks with a predicted difficulty may start at a higher tier before anyone labels them.
-            hard = [t["id"] for t in event.get("tasks") or [] if predicted_difficulty(t.get("meta")) is not None]
-            if hard:
-                result = {**result, "tasks": sorted(set(result.get("tasks") or []) | set(hard))}
-        routed = after_scoring(result, prefix, connection)
-        return {**result, "routing": {"decisions": len(routed["decisions"]), "enqueued": routed["enqueued"]}}
 
-    return process_event(event, prefix, connection, route=route)
+def handle_events(events: list[dict[str, Any]], prefix: str = "cg",
+                  connection: redis.Redis | None = None) -> list[dict[str, Any] | Exception]:
+    """:func:`handle_event` for a batch (the inbox's drain): every event is scored, then each project is routed
+    once for all of its events' tasks and annotators; one outcome per event (see ``process_events``)."""
+    connection = connection or current_connection()
+    hard: dict[Any, set[int]] = {}
+    for event in events:
+        hard.setdefault(event.get("project"), set()).update(_hard_tasks(event))
+    return process_events(events, prefix, connection, route=_router(prefix, connection, hard))
+
+
+handle_event.batch = handle_events  # type: ignore[attr-defined]
 
 
 def reconcile_and_route(prefix: str = "cg", connection: redis.Redis | None = None,

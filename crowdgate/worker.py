@@ -1,6 +1,9 @@
 """Start an RQ worker with crowdgate's queues and settings, RQ's scheduler included (retries, periodic jobs).
 
-    crowdgate-worker         # listens on REDIS_URL to crowdgate's queues
+    crowdgate-worker         # listens on REDIS_URL to crowdgate's queues and drains the webhook inbox
+
+With ``CROWDGATE_INBOX=stream`` (the default) a thread beside RQ's worker drains the inbox stream in batches
+(:class:`qa_hooks.inbox.InboxDrain`): RQ's bookkeeping per job cost more than scoring an event.
 
 The worker outlives Redis: RQ's own loop quits on a Redis timeout (and its teardown then raises), so
 :func:`supervise` waits for Redis to answer again and starts a fresh worker, until it is asked to stop.
@@ -23,6 +26,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
 from core.settings import Settings, use
+from qa_hooks.inbox import EVENT_JOB_TIMEOUT_S, InboxDrain
 
 MAINTENANCE_INTERVAL_S = 15
 ABANDONED_AFTER_S = 10
@@ -100,12 +104,41 @@ def queues(settings: Settings) -> tuple[str, ...]:
     return settings.events_queue, settings.routing_queue, settings.ml_queue
 
 
+def drain_inbox(settings: Settings, stop: threading.Event, burst: bool = False) -> int:
+    """The stream inbox's drain loop (``CROWDGATE_INBOX=stream``), on its own connection; returns events settled."""
+    drain = InboxDrain(redis.Redis.from_url(settings.redis_url), settings.events_queue, settings.key_prefix,
+                       batch=settings.drain_batch)
+    return drain.run(stop, burst=burst)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = use(Settings.from_env())  # the jobs this worker runs read them with core.settings.current()
     logging.basicConfig(level=settings.log_level)
     connection = redis.Redis.from_url(settings.redis_url)
     names = argv or queues(settings)
+    if settings.inbox == "stream" and settings.events_queue in names:
+        return _with_drain(settings, connection, names)
+    return _rq_only(settings, connection, names)
+
+
+def _with_drain(settings: Settings, connection: redis.Redis, names: tuple[str, ...] | list[str]) -> int:
+    """The drain scores webhook events in batches in a thread beside RQ's worker, which runs the events handed to
+    it (retries, dead letters), routing actions and training; both stop together."""
+    stop = threading.Event()
+    if settings.worker_burst:
+        drain_inbox(settings, stop, burst=True)
+        return _rq_only(settings, connection, names)
+    thread = threading.Thread(target=drain_inbox, args=(settings, stop), name="inbox-drain", daemon=True)
+    thread.start()
+    try:
+        return _rq_only(settings, connection, names)
+    finally:
+        stop.set()
+        thread.join(timeout=EVENT_JOB_TIMEOUT_S)  # let the batch in hand finish: unacknowledged, it would wait
+
+
+def _rq_only(settings: Settings, connection: redis.Redis, names: tuple[str, ...] | list[str]) -> int:
     # RQ forks a process per job by default: ~27 jobs/s here against ~150 in-process (measured on the same
     # queue). crowdgate's jobs are short and idempotent, so they run in-process unless forking is asked for.
     worker_class = ForkingCrowdgateWorker if settings.worker_fork else CrowdgateWorker

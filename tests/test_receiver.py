@@ -10,9 +10,15 @@ from qa_hooks.store import SubmissionStore
 from scripts.processes import free_port
 from scripts.services import start_redis
 from tests.conftest import fixture_json
-from tests.state_isolation import isolated_settings
+from tests.state_isolation import isolated_settings, use_settings
 
 SECRET = "s3cr3t-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def _rq_inbox(monkeypatch):
+    # These tests read the RQ queue: the receiver's one-job-per-event mode (tests/test_drain.py: the stream).
+    use_settings(monkeypatch, inbox="rq")
 
 
 @pytest.fixture
