@@ -51,6 +51,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BATCH_TASKS = 200
+READ_CHUNK = 5000  # tasks per Redis pipeline when reading the live submissions
+CHECK_CHUNK = 100  # task ids per Label Studio listing when confirming deletions (they travel in the URL)
 HOOK_PATH = "/hooks/labelstudio"  # qa_hooks.receiver's route
 NEEDED_ACTIONS = ANNOTATION_ACTIONS | {"ANNOTATIONS_DELETED"}  # what a webhook limited to some actions must send
 
@@ -114,11 +116,13 @@ def missed_deletions(project: int, store: SubmissionStore, export: list[dict[str
     exported: dict[int, set[str]] = {int(t["id"]): {str(a.get("unique_id")) for a in t.get("annotations") or []}
                                      for t in export}
     known = store.tasks(project)
-    pipe = store.redis.pipeline(transaction=False)
-    for task in known:
-        pipe.zrange(store.keys.task_submissions(project, task), 0, -1)
-        pipe.exists(store.keys.task_info(project, task))
-    replies = pipe.execute()
+    replies: list[Any] = []
+    for start in range(0, len(known), READ_CHUNK):
+        pipe = store.redis.pipeline(transaction=False)
+        for task in known[start:start + READ_CHUNK]:
+            pipe.zrange(store.keys.task_submissions(project, task), 0, -1)
+            pipe.exists(store.keys.task_info(project, task))
+        replies.extend(pipe.execute())
     candidates: dict[int, list[str]] = {}
     gone_tasks: set[int] = set()
     for i, task in enumerate(known):
@@ -133,7 +137,8 @@ def missed_deletions(project: int, store: SubmissionStore, export: list[dict[str
 
     # Confirm with a second read: what was made after the export was read is still in Label Studio.
     check = sorted(set(candidates) | gone_tasks)
-    still_there = {int(t["id"]) for t in client.tasks(project, ids=check)} if check else set()
+    still_there = {int(t["id"]) for start in range(0, len(check), CHECK_CHUNK)
+                   for t in client.tasks(project, ids=check[start:start + CHECK_CHUNK])}
     gone_tasks = {t for t in gone_tasks if t not in still_there}
     annotation_ids, unresolved = [], []
     for task, uids in sorted(candidates.items()):
