@@ -31,8 +31,6 @@ from scripts.labelstudio import LabelStudioServer
 from scripts.seed import Seeder, label_config
 from scripts.services import Service, ensure_redis, start_web, start_worker
 
-DEMO_DIR: Path | None = None  # where logs and data go; None: the settings' CROWDGATE_DEMO_DIR
-
 
 def pick_crowd(tasks: int, annotators: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``tasks`` RTE items and their labels: all of them, or those of the ``annotators`` most active workers."""
@@ -55,7 +53,7 @@ def wait_until(check, timeout: float) -> bool:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    log_dir = Path(DEMO_DIR or settings.demo_dir).resolve()
+    log_dir = Path(settings.demo_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.webhook_secret or "crowdgate-demo-secret"
     started: list[Service] = []

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import scripts.demo as demo
+from core.settings import Settings
 from ml_backend import artifacts
 from tests.state_isolation import CHECKOUT, STATE_DIRS
 
@@ -20,7 +20,7 @@ def test_every_state_folder_points_outside_the_checkout() -> None:
     for name in STATE_DIRS:
         assert name in os.environ and outside_checkout(Path(os.environ[name])), name
     assert outside_checkout(artifacts.model_dir())
-    assert outside_checkout(demo.DEMO_DIR)  # read at import: the folder was set before any test module loaded
+    assert outside_checkout(Path(Settings.from_env().demo_dir))  # what the demo reads when it starts
 
 
 def test_started_processes_inherit_the_state_folders() -> None:
