@@ -390,6 +390,15 @@ class LabelStudioClient:
             url=url, project=project, send_payload=True, send_for_all_actions=True, headers=headers or {}))
         return int(hook.id)
 
+    def enable_webhook(self, hook: int, headers: dict[str, str]) -> None:
+        """SDK (``webhooks.update``): switch a webhook back on, with its payload, for every action, with ``headers``."""
+        self._sdk_call("PATCH", f"/api/webhooks/{hook}/", lambda: self.sdk.webhooks.update(
+            id=hook, is_active=True, send_payload=True, send_for_all_actions=True, headers=headers))
+
+    def delete_webhook(self, hook: int) -> None:
+        """SDK (``webhooks.delete``)."""
+        self._sdk_call("DELETE", f"/api/webhooks/{hook}/", lambda: self.sdk.webhooks.delete(id=hook))
+
     # -- tasks ------------------------------------------------------------------------------------------
 
     def task(self, task: int) -> dict[str, Any]:

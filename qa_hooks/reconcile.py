@@ -233,10 +233,7 @@ def check_webhook(client: LabelStudioClient, project: int, settings: Settings) -
     try:
         if hooks:
             hook = int(hooks[0]["id"])
-            # Raw: the adapter has no webhook update; the fields are Label Studio's WebhookSerializer's.
-            client.request("PATCH", f"/api/webhooks/{hook}/", json={
-                "is_active": True, "send_payload": True, "send_for_all_actions": True,
-                "headers": {**(hooks[0].get("headers") or {}), **headers}})
+            client.enable_webhook(hook, {**(hooks[0].get("headers") or {}), **headers})
         else:
             hook = client.create_webhook(project, _hook_url(settings.public_url), headers)
     except LabelStudioError as exc:

@@ -116,7 +116,7 @@ def test_webhook_check_alerts_and_recreates(labelstudio, redis_conn, monkeypatch
     assert audit.query(project=project, kind="alert") == []
 
     # gone, and nobody told crowdgate where it lives: loud, but left alone
-    client.request("DELETE", f"/api/webhooks/{hook}/")
+    client.delete_webhook(hook)
     with caplog.at_level(logging.ERROR, logger="qa_hooks.reconcile"):
         result = reconcile_and_route(PREFIX, redis_conn)[project]
     assert result["webhook_alerts"] == 1 and result["webhook"]["status"] == "missing"
