@@ -93,10 +93,10 @@ def _check_basic_auth():
 
 def _json_object() -> dict[str, Any]:
     """The request's body as a JSON object: 415 not JSON, 413 over the limit (chunked too), 400 otherwise."""
-    require_json(request)
     limit = _state()["settings"].ml_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(f"body larger than {limit} bytes", 413)
+    require_json(request)
     body = parse_json(read_limited(request.stream, limit))
     if not isinstance(body, dict):
         raise BodyError("body must be a JSON object", 400)

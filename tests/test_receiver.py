@@ -169,3 +169,103 @@ def test_redis_stall_never_leaves_a_mark_without_its_job(log_dir):
         assert SubmissionStore(admin, "t").summary(2)["submissions"] == 12
     finally:
         service.stop()
+
+
+# -- accepted-then-broken: what the job could not process gets 422 at the door --------------------------------
+
+def _broken_by(mutate) -> dict:
+    body = fixture_json("webhook_annotation_created.json")
+    mutate(body)
+    return body
+
+
+BREAKS_THE_JOB = {
+    "region from_name not a string": (
+        lambda b: b["annotation"]["result"][0].update(from_name={"name": "sentiment"}),
+        "annotation.result[0].from_name"),
+    "label_config not XML": (lambda b: b["project"].update(label_config="not xml"), "project.label_config"),
+    "control_weights not an object": (lambda b: b["project"].update(control_weights="abc"),
+                                      "project.control_weights"),
+    "a control weight not a number": (lambda b: b["project"]["control_weights"]["sentiment"].update(overall="x"),
+                                      "project.control_weights['sentiment'].overall"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS_THE_JOB))
+def test_what_the_job_could_not_process_is_refused_with_422(client, redis_conn, settings, case):
+    from qa_hooks.events import Event, parse_event
+    from qa_hooks.jobs import process_event
+
+    mutate, field = BREAKS_THE_JOB[case]
+    body = _broken_by(mutate)
+    # The job on this very content (past the door, as the receiver used to let it) fails rescoring the task ...
+    good = parse_event(fixture_json("webhook_annotation_created.json")).to_dict()
+    parts = {"project_info": {k: body["project"].get(k) for k in ("label_config", "control_weights")}}
+    first = {**good["submissions"][0], "result": body["annotation"]["result"]}
+    gold = {**good["submissions"][0], "annotation_id": 99, "unique_id": "gold", "annotator": 99, "ground_truth": True}
+    parts["submissions"] = [first, gold]  # a ground truth beside it, so the submission is scored against it
+    with pytest.raises(Exception):  # noqa: B017 - each case raises its own error deep in scoring
+        process_event(Event.from_dict({**good, **parts}).to_dict(), "t", connection=redis_conn)
+    redis_conn.flushdb()
+    # ... so the receiver refuses it, naming the field, and queues nothing.
+    reply = post(client, body)
+    assert reply.status_code == 422 and reply.json["error"].startswith(field), reply.json
+    assert Queue(settings.events_queue, connection=redis_conn).count == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b'{"action": "ANNOTATION_CREATED", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
+     (b'{"action": "ANNOTATION_CREATED", "x": [' + b"[" * 70 + b"]" * 70 + b"]}", "nested deeper"),
+     (b'{"action": "ANNOTATION_CREATED", "x": ' + b"9" * 4301 + b"}", "longer than 4300 digits"),
+     (b'{"action": "ANNOTATION_CREATED", "x": 1e999}', "too large"),
+     (b'{"action": "ANNOTATION_CREATED", "x": NaN}', "not JSON"),
+     (b'{"action": "ANNOTATION_CREATED", "x": "\\ud800"}', "surrogate"),
+     (b'{"action": "ANNOTATION_CREATED", "x": "caf\xe9"}', "not UTF-8")],
+)
+def test_bodies_later_steps_could_not_handle_are_400(client, raw, reason):
+    reply = post(client, raw)
+    assert reply.status_code == 400 and reason in reply.json["error"], reply.json
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [(lambda b: b["annotation"].update(lead_time=10**400), "annotation.lead_time"),
+     (lambda b: b["annotation"].update(lead_time=1e300), "annotation.lead_time"),
+     (lambda b: b["annotation"].update(unique_id="\ud800"), None),
+     (lambda b: b["annotation"].update(task=2**64), "annotation.task"),
+     (lambda b: b["project"].update(id=10**300), "project.id"),
+     (lambda b: b["annotation"].update(was_cancelled="false"), "annotation.was_cancelled"),
+     (lambda b: b["project"].update(maximum_annotations="3"), "project.maximum_annotations")],
+)
+def test_values_out_of_range_are_4xx(client, mutate, field):
+    reply = post(client, _broken_by(mutate))
+    if field is None:  # a lone surrogate is refused while reading the body
+        assert reply.status_code == 400 and "surrogate" in reply.json["error"]
+    else:
+        assert reply.status_code == 422 and reply.json["error"].startswith(field), reply.json
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/json;charset=UTF-8"])
+def test_json_with_or_without_a_utf8_charset_is_accepted(client, content_type):
+    raw = json.dumps(fixture_json("webhook_annotation_created.json")).encode()
+    reply = client.post("/hooks/labelstudio", data=raw,
+                        headers={"Content-Type": content_type, "X-Crowdgate-Secret": SECRET})
+    assert reply.status_code == 200, reply.json
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/json; charset=latin-1", "multipart/form-data"])
+def test_any_other_content_type_is_415(client, redis_conn, settings, content_type):
+    raw = json.dumps(fixture_json("webhook_annotation_created.json")).encode()
+    headers = {"X-Crowdgate-Secret": SECRET, **({"Content-Type": content_type} if content_type else {})}
+    reply = client.post("/hooks/labelstudio", data=raw, headers=headers)
+    assert reply.status_code == 415 and "application/json" in reply.json["error"]
+    assert Queue(settings.events_queue, connection=redis_conn).count == 0
+
+
+def test_errors_outside_the_route_are_json_too(client):
+    reply = client.get("/hooks/labelstudio")
+    assert reply.status_code == 405 and reply.is_json and reply.json["error"]
+    assert client.get("/nowhere").json["error"]
