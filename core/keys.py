@@ -152,6 +152,10 @@ class Keys:
         """The unique id now behind Label Studio annotation id ``annotation``."""
         return f"{self._p(project)}:annid:{annotation}"
 
+    def annotation_submission_parts(self, project: Id) -> tuple[str, str]:
+        """(head, tail) around the annotation id of :meth:`annotation_submission`, for Lua scripts."""
+        return _around(self.annotation_submission(project, _HOLE))
+
     def annotators(self, project: Id) -> str:
         return f"{self._p(project)}:annotators"
 

@@ -48,7 +48,7 @@ def score_event(event: dict[str, Any], prefix: str, connection: redis.Redis) -> 
     own = sorted({s.task for s in parsed.submissions}) if project is not None else []
     early = sorted(set(own) | set(gold_tasks))
     # A deletion names annotations, not tasks: after a failed first run only the marks know its tasks.
-    marked = None if parsed.deleted_annotations else own
+    marked = None if parsed.deleted_annotations else sorted(set(own) | set(parsed.deleted_tasks or ()))
 
     def then(pipe) -> None:
         for task, gold in gold_tasks.items():

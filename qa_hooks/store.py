@@ -61,6 +61,25 @@ redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), owner[1])
 return owner[1]
 """
 
+# A deleted task takes its submissions with it. ARGV: (head, tail) pairs of the submission, annotator log and
+# annotation-id keys, then the task id.
+_DELETE_TASK = """
+local uids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, uid in ipairs(uids) do
+  local key = ARGV[1] .. uid .. ARGV[2]
+  local row = redis.call('HMGET', key, 'annotator', 'json')
+  redis.call('HSET', key, 'deleted', '1')
+  if row[1] then redis.call('ZREM', ARGV[3] .. row[1] .. ARGV[4], uid) end
+  if row[2] then
+    local id_key = ARGV[5] .. string.format('%d', cjson.decode(row[2])['annotation_id']) .. ARGV[6]
+    if redis.call('GET', id_key) == uid then redis.call('DEL', id_key) end
+  end
+end
+redis.call('DEL', KEYS[1])
+if #uids > 0 then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[2]), ARGV[7]) end
+return #uids
+"""
+
 # Clear a task's unscored mark only if no write came after the one its scoring saw (ARGV: task, seq pairs).
 _MARK_SCORED = """
 local cleared = 0
@@ -131,6 +150,7 @@ class SubmissionStore:
         self.keys = Keys(prefix)
         self._upsert = LuaScript(_UPSERT)
         self._delete = LuaScript(_DELETE)
+        self._delete_task = LuaScript(_DELETE_TASK)
         self._mark_scored = LuaScript(_MARK_SCORED)
 
     # -- writes -----------------------------------------------------------------------------------------
@@ -152,8 +172,11 @@ class SubmissionStore:
                     self.save_project(event.project, event.project_info, pipe)
                 for task in event.tasks:
                     self.save_task(event.project, task, pipe)
+            marks["tasks"] = len(pipe)
+            if event.project is not None:
                 for task_id in event.deleted_tasks:
                     pipe.delete(self.keys.task_info(event.project, task_id))
+                    self.delete_task(event.project, task_id, pipe)
             marks["deletes"] = len(pipe)
             if event.project is not None:
                 for annotation_id in event.deleted_annotations:
@@ -165,13 +188,19 @@ class SubmissionStore:
             if then is not None:
                 then(pipe)
 
-        replies = execute_with_scripts(self.redis, build, self._upsert, self._delete, *extra_scripts)
-        deletes_at, records_at, then_at = marks["deletes"], marks["records"], marks["then"]
+        replies = execute_with_scripts(self.redis, build, self._upsert, self._delete, self._delete_task,
+                                       *extra_scripts)
+        tasks_at, deletes_at, records_at, then_at = marks["tasks"], marks["deletes"], marks["records"], marks["then"]
         deleted, outcomes = replies[deletes_at:records_at], replies[records_at:then_at]
         counts: Counter[str] = Counter()
         touched: set[int] = set()
         if event.deleted_tasks:
             counts["tasks_deleted"] = len(event.deleted_tasks)
+            # every other reply of the task deletions is the submissions the task took with it
+            for task_id, gone in zip(event.deleted_tasks, replies[tasks_at + 1:deletes_at:2], strict=True):
+                if int(gone):
+                    counts["deleted"] += int(gone)
+                    touched.add(int(task_id))
         for task in deleted:
             if task is not None:
                 counts["deleted"] += 1
@@ -213,6 +242,18 @@ class SubmissionStore:
             self._upsert.queue(pipe, keys, args)
             return -1
         return int(self._upsert(self.redis, keys, args))
+
+    def delete_task(self, project: int, task: int, pipe: Pipeline | None = None) -> int:
+        """Tombstone every live submission of a task Label Studio deleted; returns how many (queued only, given
+        a pipeline)."""
+        k = self.keys
+        keys = [k.task_submissions(project, task), k.write_seq(project), k.unscored(project)]
+        args = [*k.submission_parts(project), *k.annotator_submissions_parts(project),
+                *k.annotation_submission_parts(project), task]
+        if pipe is not None:
+            self._delete_task.queue(pipe, keys, args)
+            return -1
+        return int(self._delete_task(self.redis, keys, args))
 
     def delete(self, project: int, annotation_id: int, pipe: Pipeline | None = None) -> int | None:
         """Remove a Label Studio annotation from the indexes; returns its task, or None if unknown."""

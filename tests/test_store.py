@@ -68,3 +68,21 @@ def test_scripts_are_reloaded_after_redis_forgets_them(redis_conn):
     assert store.apply(_created()).counts == {"created": 1}
     redis_conn.script_flush()
     assert store.record(_updated().submissions[0]) == UPDATED
+
+
+def test_a_deleted_task_takes_its_submissions_and_their_scores_with_it(redis_conn):
+    from qa_hooks.events import Event
+    from qa_hooks.ledger import Ledger
+
+    process_event(_created().to_dict(), "t", redis_conn)
+    ledger = Ledger(redis_conn, "t")
+    assert ledger.contributions(2, 6)  # the annotator's record counts task 6
+    gone = process_event(Event("TASKS_DELETED", 2, deleted_tasks=[6]).to_dict(), "t", redis_conn)
+    assert gone["deleted"] == 1 and gone["tasks"] == [6]
+    store = SubmissionStore(redis_conn, "t")
+    assert store.task_submissions(2, 6) == [] and store.annotator_log(2, 2) == []
+    assert store.summary(2)["submissions"] == 0
+    assert not ledger.contributions(2, 6)  # the record no longer counts it
+    assert store.unscored(2) == {}
+    again = process_event(Event("TASKS_DELETED", 2, deleted_tasks=[6]).to_dict(), "t", redis_conn)
+    assert again.get("deleted", 0) == 0  # a redelivery changes nothing
