@@ -29,5 +29,8 @@ def main() -> None:
     settings = Settings.from_env()
     args = [sys.executable, "-m", "gunicorn", "--bind", settings.bind, "--workers", str(settings.web_workers),
             "--threads", str(settings.web_threads), "--worker-class", "gthread"]
-    args += ["--timeout", "120", "--access-logfile", "-", *sys.argv[1:], "crowdgate.web:create_app()"]
+    # gunicorn's default access format logs the basic-auth user name (%(u)s): the ML backend's credential.
+    access_format = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+    args += ["--timeout", "120", "--access-logfile", "-", "--access-logformat", access_format, *sys.argv[1:],
+             "crowdgate.web:create_app()"]
     os.execv(args[0], args)

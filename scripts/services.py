@@ -119,7 +119,8 @@ def start_web(env: dict[str, str], log_dir: Path, port: int | None = None, worke
     process, log_path = _spawn("web", [str(BIN / "crowdgate-web")], env, log_dir)
     url = f"http://127.0.0.1:{port}"
     service = Service("web", url, process, log_path)
-    _wait(lambda: requests.get(f"{url}/health", timeout=1).ok, service, 60)
+    # 401: up, with the ML backend's basic auth on
+    _wait(lambda: requests.get(f"{url}/health", timeout=1).status_code in (200, 401), service, 60)
     return service
 
 
