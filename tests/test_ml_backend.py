@@ -332,3 +332,69 @@ def test_llm_prompt_carries_the_projects_guideline_and_gold_examples(redis_conn)
     assert result["result"][0]["value"]["choices"] == ["Neutral"]
     assert guideline in sent
     assert "what a treat, another delay" in sent  # the gold item, shown as a worked example
+
+
+class _VersionOnly:
+    """A model that only answers /setup: what is measured here is the protocol's own memory."""
+
+    model_version = "fake-1"
+
+    def version_for(self, project, label_config=None, project_uid=None):
+        return self.model_version
+
+
+def test_setup_keeps_project_configs_within_bounds():
+    """Projects set up with large distinct configs (the probe of issue #14 grew the web process by 185 MiB with 40
+    of 4 MiB) are held within the store's bound of total config size, the most recent ones kept for /predict."""
+    from ml_backend.project_configs import ProjectConfigs
+
+    app = create_app(isolated_settings(redis_url=""), model=_VersionOnly())
+    store = app.extensions["crowdgate.ml"]["projects"]
+    assert isinstance(store, ProjectConfigs)
+    assert store.max_bytes <= 64 * 1024 * 1024 and store.max_projects <= 1024
+    store.max_bytes = 8 * 1024 * 1024  # the same bound, smaller, so the test stays fast
+    client = app.test_client()
+    options = "".join(f'<Choice value="option {j}"/>' for j in range(1024 * 1024 // 26))
+    for project in range(1, 41):
+        config = f'<View><Text name="t" value="$text"/><Choices name="p{project}" toName="t">{options}</Choices></View>'
+        assert client.post("/setup", json={"project": f"{project}.1", "schema": config}).status_code == 200
+        assert store.size <= store.max_bytes
+    assert 0 < len(store) < 10 and store.get(40) is not None and store.get(1) is None
+
+
+def test_project_configs_evict_the_least_recently_used():
+    from ml_backend.project_configs import ProjectConfigs
+
+    store = ProjectConfigs(max_projects=3, max_bytes=100)
+    for project in (1, 2, 3):
+        store.put(project, "<View/>")
+    store.get(1)  # used: now the newest
+    store.put(4, "<View/>")
+    assert [p for p in (1, 2, 3, 4) if store.get(p)] == [1, 3, 4]
+    store.put(5, "x" * 90)  # the size bound evicts too
+    assert len(store) == 2 and store.size <= 100
+    store.put(6, "x" * 101)  # larger than the whole store: not kept, nothing else lost for it
+    assert store.get(6) is None and store.get(5) is not None
+    store.put(5, "<View/>")  # replacing an entry counts its new size only
+    assert store.size == sum(len(store.get(p).label_config) for p in (4, 5) if store.get(p))
+
+
+@pytest.mark.parametrize("project", ["²", "²³.1", "٣.1763", "9" * 256 + ".1763", 2**64, -1, True, {"id": 1}, 1.5])
+def test_unreadable_project_ids_are_422_naming_the_field(project):
+    client = create_app(isolated_settings(redis_url=""), model=_VersionOnly()).test_client()
+    reply = client.post("/setup", json={"project": project, "schema": CONFIG})
+    assert reply.status_code == 422 and "'project'" in reply.json["error"], reply.json
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/setup", {"project": "2.1", "schema": "not xml"}),
+    ("/setup", {"project": "2.1", "schema": {"xml": "<View/>"}}),
+    ("/predict", {"tasks": [{"id": 1, "data": {"text": "a"}}], "label_config": "<View"}),
+    ("/predict", {"tasks": [{"id": 1, "data": "text"}], "label_config": CONFIG}),
+    ("/webhook", {"action": "TASKS_CREATED", "project": {"id": 2}, "tasks": 5}),
+    ("/webhook", {"action": "TASKS_CREATED", "project": {"id": 2}, "tasks": True}),
+])
+def test_bodies_the_backend_cannot_use_are_422(path, body):
+    client = create_app(isolated_settings(redis_url=""), model=_VersionOnly()).test_client()
+    reply = client.post(path, json=body)
+    assert reply.status_code == 422 and reply.json["error"], reply.json
