@@ -126,3 +126,29 @@ def test_the_store_refuses_a_submission_with_an_unparsable_time(redis_conn):
     assert store.task_submissions(sub.project, sub.task) == []
     store.record(sub)
     assert [s.unique_id for s in store.task_submissions(sub.project, sub.task)] == [sub.unique_id]
+
+
+def test_tasks_created_takes_its_project_only_from_a_real_id():
+    tasks = [{"id": 1, "data": {}, "project": True}, {"id": 2, "data": {}, "project": 2**64}, {"id": 3, "project": 7}]
+    assert parse_event({"action": "TASKS_CREATED", "tasks": tasks}).project == 7
+    assert parse_event({"action": "TASKS_CREATED", "tasks": tasks[:2]}).project is None
+
+
+@pytest.mark.parametrize(("region", "field"), [
+    ({"from_name": ["sentiment"], "type": "choices", "value": {"choices": ["Positive"]}}, "result[0].from_name"),
+    ({"from_name": "sentiment", "to_name": 3, "value": {}}, "result[0].to_name"),
+    ({"from_name": "sentiment", "type": {"t": 1}, "value": {}}, "result[0].type"),
+    ({"from_name": "sentiment", "type": "choices", "value": "Positive"}, "result[0].value"),
+])
+def test_region_keys_scoring_reads_must_have_their_types(region, field):
+    body = fixture_json("webhook_annotation_created.json")
+    body["annotation"]["result"] = [region]
+    with pytest.raises(PayloadError) as caught:
+        parse_event(body)
+    assert caught.value.status == 422 and caught.value.reason.startswith(f"annotation.{field}")
+
+
+def test_a_relation_without_from_name_is_still_accepted():
+    body = fixture_json("webhook_annotation_created.json")
+    body["annotation"]["result"].append({"from_id": "a", "to_id": "b", "type": "relation", "direction": "right"})
+    assert len(parse_event(body).submissions[0].result) == 2
