@@ -8,13 +8,13 @@
 2. Scale: a backlog of ``--backlog`` events is queued through the receiver with no worker running, then drained
    as fast as possible by 1 and by 2 worker processes (stream inbox, the default), and, as the baseline in the
    same run, by 1 worker on the old path (``CROWDGATE_INBOX=rq``: one RQ job per event). The rate counts from the
-   first event drained to the last one scored, so worker start-up is left out for every path alike.
+   moment a worker first took an event to the last one scored, so worker start-up is left out for every path.
 
 Events are captured-shape ``ANNOTATION_CREATED`` webhooks of one project: each task gets 3 annotations from
 different annotators (of 40), spread over a window of 300 events, as a crowd working through a queue does.
 Prints one JSON line.
 
-    python bench/soak.py [--seconds 300] [--rate 200] [--backlog 4000] [--batch 200]
+    python bench/soak.py [--seconds 300] [--rate 200] [--backlog 4000] [--batch 1000]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from rq import Queue
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.keys import Keys
+from core.settings import Settings
+from qa_hooks.inbox import InboxDrain
 from scripts.services import Service, start_redis, start_web, start_worker
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/labelstudio-1.23.2/webhook_annotation_created.json"
@@ -108,6 +110,16 @@ def depth(connection: redis.Redis) -> int:
     return int(connection.xlen(Keys(PREFIX).inbox(QUEUE))) + Queue(QUEUE, connection=connection).count
 
 
+def waiting(connection: redis.Redis) -> int:
+    """Events no worker has taken yet: stream entries not delivered to a consumer, plus RQ's queued jobs."""
+    stream = Keys(PREFIX).inbox(QUEUE)
+    try:
+        taken = int(connection.xpending(stream, InboxDrain.GROUP)["pending"])
+    except redis.ResponseError:  # no consumer group yet: no worker has started
+        taken = 0
+    return int(connection.xlen(stream)) - taken + Queue(QUEUE, connection=connection).count
+
+
 def scored(connection: redis.Redis) -> tuple[int, int]:
     """(submissions recorded, of them on tasks with no unscored mark)."""
     keys = Keys(PREFIX)
@@ -145,6 +157,19 @@ def process_tree(pid: int) -> list[int]:
             continue
         todo.extend(int(c) for c in children)
     return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children so far."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        for member in process_tree(pid):
+            try:
+                fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -237,31 +262,41 @@ def drain_rate(redis_url: str, connection: redis.Redis, log_dir: Path, args: arg
     finally:
         web.stop()
     queued = depth(connection)
+    # The backlog waits under other names until every worker is up, so no worker drains while another imports.
+    staged = {key: f"{key}:staged" for key in (Keys(PREFIX).inbox(QUEUE), Queue(QUEUE, connection=connection).key)
+              if connection.exists(key)}
+    for key, aside in staged.items():
+        connection.rename(key, aside)
     running: list[Service] = []
     first: list[tuple[float, int]] = []
 
-    def watch() -> None:  # the first moment anything was drained, and how much was left then
+    def watch() -> None:  # the first moment a worker took an event: the drain starts there
         while not first:
-            left = depth(connection)
-            if left < queued:
-                first.append((time.perf_counter(), left))
+            if waiting(connection) < queued:
+                first.append(time.perf_counter())
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     try:
         running = start_workers(env, log_dir, workers)
+        time.sleep(2.0)  # past their start-up
+        pids = [w.pid for w in running if w.pid]
+        cpu_before = cpu_seconds(pids)
+        watcher.start()
+        for key, aside in staged.items():
+            connection.rename(aside, key)  # a worker's blocking read wakes on it (or its next poll finds it)
         done, ended = wait_scored(connection, args.backlog - errors, 600)
+        cpu = cpu_seconds(pids) - cpu_before
     finally:
         for worker in running:
             worker.stop()
     watcher.join(1)
-    began, left = first[0] if first else (ended, queued)
-    drained = left + (done - queued) if done >= queued else done
-    seconds = max(ended - began, 1e-6)
+    seconds = max(ended - (first[0] if first else ended), 1e-6)
     return {"inbox": inbox, "workers": workers, "backlog": args.backlog, "queued": queued, "scored": done,
-            "seconds": round(seconds, 2), "per_s": round(drained / seconds, 1)}
+            "seconds": round(seconds, 2), "per_s": round(done / seconds, 1),
+            # on a shared machine a worker may not get a whole core: events per CPU-second of one worker process
+            "worker_cpu_s": round(cpu, 2), "per_worker_cpu_s": round(done / cpu, 1) if cpu else None}
 
 
 def main() -> None:
@@ -269,7 +304,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the soak")
     parser.add_argument("--rate", type=float, default=200.0, help="submissions per second during the soak")
     parser.add_argument("--backlog", type=int, default=4000, help="events each drain measurement starts with")
-    parser.add_argument("--batch", type=int, default=200, help="CROWDGATE_DRAIN_BATCH")
+    parser.add_argument("--batch", type=int, default=Settings().drain_batch, help="CROWDGATE_DRAIN_BATCH")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--skip-soak", action="store_true", help="only the drain measurements")
     args = parser.parse_args()
@@ -290,6 +325,7 @@ def main() -> None:
                         "(CROWDGATE_INBOX=rq), same run",
             "baseline_workers_1_per_s": old["per_s"],
             "speedup_vs_baseline": round(one["per_s"] / old["per_s"], 2) if old["per_s"] else None,
+            "per_worker_cpu_s": one["per_worker_cpu_s"], "baseline_per_worker_cpu_s": old["per_worker_cpu_s"],
             "drains": [one, two, old], "batch": args.batch,
             "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
         })

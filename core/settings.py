@@ -63,7 +63,8 @@ class Settings:
     inbox: str = _var("CROWDGATE_INBOX", "stream", "web, worker",
                       "`stream`: events wait in a Redis stream the worker drains in batches; `rq`: one RQ job per "
                       "event (the old path, several times slower)")
-    drain_batch: int = _var("CROWDGATE_DRAIN_BATCH", 200, "worker",
+    # Routing is decided once per task and annotator of a batch: a backlog drains faster in larger batches.
+    drain_batch: int = _var("CROWDGATE_DRAIN_BATCH", 1000, "worker",
                             "most events the worker scores, then routes, in one batch")
     # -- ML backend --------------------------------------------------------------------------------------
     ml_basic_auth_user: str = _var("CROWDGATE_ML_BASIC_AUTH_USER", "", "web",

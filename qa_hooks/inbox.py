@@ -145,7 +145,7 @@ class InboxDrain:
     MAINTENANCE_S = 15.0
     MAX_BACKOFF_S = 30.0
 
-    def __init__(self, connection: redis.Redis, queue: str, prefix: str, batch: int = 200,
+    def __init__(self, connection: redis.Redis, queue: str, prefix: str, batch: int = 1000,
                  claim_idle_s: float = 30.0, consumer: str | None = None) -> None:
         self.redis = connection
         self.queue = Queue(queue, connection=connection)  # where failed and abandoned events go, one job each
