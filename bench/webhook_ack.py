@@ -29,6 +29,7 @@ from rq import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.keys import Keys
 from core.settings import Settings
 from scripts.services import start_redis, start_web
 
@@ -92,7 +93,9 @@ def main() -> None:
         blast(port, "/webhook", warm, args.clients)
         blast(port, "/hooks/labelstudio", warm, args.clients)
         connection = redis.Redis.from_url(redis_service.url)
-        queue = Queue(Settings.from_env().events_queue, connection=connection)
+        settings = Settings.from_env()
+        queue = Queue(settings.events_queue, connection=connection)
+        inbox = Keys(settings.key_prefix).inbox(settings.events_queue)  # the stream inbox (CROWDGATE_INBOX=stream)
         queue.empty()
         connection.flushdb()  # our private server: forget the warm-up events
 
@@ -101,7 +104,7 @@ def main() -> None:
         plain = [b.replace(b'"ANNOTATION_CREATED"', b'"PROJECT_UPDATED"', 1) for b in bodies]
         base_s, base_ms, base_err = blast(port, "/webhook", plain, args.clients)
         seconds, ms, errors = blast(port, "/hooks/labelstudio", bodies, args.clients)
-        persisted = queue.count
+        persisted = queue.count + int(connection.xlen(inbox))
         line = {
             "events": args.events,
             "clients": args.clients,
