@@ -53,6 +53,16 @@ REFUSAL_TTL_S = 600.0
 PROBE_WAIT_S = 5.0
 
 
+def shown_url(url: str) -> str:
+    """``url`` as logs may show it: without user, password, query and fragment (where credentials can hide)."""
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
+
+
 def _is_local(url: str) -> bool:
     host = (urlparse(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".local")
@@ -226,6 +236,7 @@ class LLMPredictor:
         )
         self.limiter = RateLimiter(s.rpm, s.tpm)
         self.endpoint = endpoint_state(s.base_url, s.model)
+        self._where = shown_url(s.base_url)  # the endpoint as log lines name it
         self._pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="crowdgate-llm")
         self._inflight: dict[str, Future[TaskOutcome]] = {}
         self._lock = threading.Lock()
@@ -340,7 +351,20 @@ class LLMPredictor:
             else:
                 self._count("pending_at_deadline")
                 outcomes[i] = TaskOutcome(tasks[i].get("id"), "pending")
-        return [o if o is not None else TaskOutcome(None, "error") for o in outcomes]
+        done = [o if o is not None else TaskOutcome(None, "error") for o in outcomes]
+        self._log_unanswered(done, project, deadline)
+        return done
+
+    def _log_unanswered(self, outcomes: list[TaskOutcome], project: str, deadline: float) -> None:
+        """One warning per request that leaves tasks to the other models, saying why (an outage, a slow
+        endpoint, invalid answers): otherwise a dead endpoint only shows as a drop in pre-label quality."""
+        why = Counter(o.status for o in outcomes if o.prediction is None and o.status != "unsupported")
+        if not why:
+            return
+        reasons = ", ".join(f"{n} {status}" for status, n in sorted(why.items()))
+        log.warning("LLM gave no pre-label for %d of %d tasks of project %s (%s; deadline %.1f s, endpoint %s): "
+                    "the other models answer them", sum(why.values()), len(outcomes), project or "-", reasons,
+                    deadline, self._where)
 
     # ----- jobs ------------------------------------------------------------------------------------------
 
@@ -446,7 +470,7 @@ class LLMPredictor:
             self.endpoint.logprobs = bool(lp_content)
             if not lp_content:
                 self._log_once(f"nologprobs:{s.base_url}", "%s returns no logprobs: scoring by agreement of %d "
-                               "samples", s.base_url, s.samples, level=logging.INFO)
+                               "samples", self._where, s.samples, level=logging.INFO)
         if parsed is None or not self._usable(parsed):
             self._invalid(job, outcome, parsed)
             return
@@ -555,6 +579,7 @@ class LLMPredictor:
         try:
             modes = [s.mode] if s.mode != "auto" else state.candidates(time.monotonic())
             last_error: Exception | None = None
+            refused_5xx: list[str] = []  # modes marked refused in this call on a server error
             for mode in modes:
                 messages = messages_for(mode)
                 try:
@@ -568,24 +593,41 @@ class LLMPredictor:
                         response = self._create(project, messages, mode, schema, n, temperature, False,
                                                 outcome, probing=s.mode == "auto" and state.mode is None)
                         state.logprobs = False
-                        log.info("%s rejects logprobs; scoring by agreement of samples", s.base_url)
+                        log.info("%s rejects logprobs; scoring by agreement of samples", self._where)
                 except openai.APIStatusError as exc:
                     if s.mode == "auto" and state.mode is None and mode != "prompt" and self._refusal(exc):
                         state.refused[mode] = time.monotonic()
+                        if exc.status_code >= 500:
+                            refused_5xx.append(mode)
                         self._count("mode_fallbacks")
                         log.info("%s refused response_format %s (HTTP %s); trying the next mode",
-                                 s.base_url, mode, exc.status_code)
+                                 self._where, mode, exc.status_code)
                         last_error = exc
                         continue
+                    self._forget_refusals(refused_5xx)
+                    raise
+                except Exception:
+                    self._forget_refusals(refused_5xx)
                     raise
                 if s.mode == "auto" and state.mode != mode:
                     state.mode = mode
-                    log.info("%s answers in structured-output mode %s", s.base_url, mode)
+                    log.info("%s answers in structured-output mode %s", self._where, mode)
                 return response, mode
+            self._forget_refusals(refused_5xx)
             raise last_error or RuntimeError("no structured-output mode left")
         finally:
             if locked:
                 state.lock.release()
+
+    def _forget_refusals(self, modes: list[str]) -> None:
+        # The next mode failed too: the server errors were an outage, not refusals of response_format. Left
+        # standing they would keep a recovered endpoint in prompt mode for REFUSAL_TTL_S.
+        for mode in modes:
+            self.endpoint.refused.pop(mode, None)
+        if modes:
+            self._count("outage_probes")
+            log.info("%s failed in every mode: an outage, not a refusal; the modes are probed again next time",
+                     self._where)
 
     @staticmethod
     def _refusal(exc: openai.APIStatusError) -> bool:

@@ -7,7 +7,8 @@ reliably — option names, span *text* plus label, taxonomy paths as enumerated 
 required with no extra properties, so OpenAI's ``strict`` mode and llama.cpp's grammar both accept it.
 
 Every answer is checked twice: against our schema's rules while converting, then the built regions against
-the config with ``LabelInterface.validate_prediction()``. Anything that fails is dropped and counted.
+the config with ``LabelInterface.validate_prediction()``. Anything that fails is dropped and counted, and so
+are keys the schema does not have: an answer can only ever name the config's controls and options.
 
 NER spans: the model returns the span text; :func:`locate_spans` finds it in the task text. By default every
 occurrence is labelled (an entity named twice is tagged twice, as annotators are asked to do); ``first``
@@ -223,6 +224,12 @@ class ConfigPlan:
         if not isinstance(answer, dict):
             problems["invalid_answer"] += 1
             return ParsedAnswer([], problems, {}, {})
+        # Keys the schema does not ask for (an "action", a "url" a prompt injection asked for) are never read;
+        # counting them shows the attempt.
+        known = {c.name for c in self.controls}
+        unknown = sum(1 for key in answer if key not in known)
+        if unknown:
+            problems["unknown_field"] += unknown
         for c in self.controls:
             raw = answer.get(c.name)
             if raw is None:

@@ -1,9 +1,10 @@
 """A real HTTP server speaking enough of OpenAI's chat-completions API for the ``openai`` client.
 
 It runs in a thread on a free port and is configurable per test: the answer (a function of the request),
-latency, injected failures (429 with Retry-After, 500, 503), refusing ``response_format`` types the way
-llama.cpp refuses ``json_schema`` (HTTP 500), optional token log-probabilities, and whether ``n`` is
-honoured. Every request body is recorded.
+latency, injected failures (429 with Retry-After, 500, 503; once or on every request), refusing
+``response_format`` types the way llama.cpp refuses ``json_schema`` (HTTP 500), optional token
+log-probabilities, whether ``n`` is honoured, and raw assistant messages (tool calls, no content). Every request
+body and its headers are recorded.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Answer = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """An answer given as the whole assistant message (e.g. ``tool_calls`` and no content), sent as it is."""
+
+    message: dict[str, Any]
+    finish_reason: str = "stop"
 
 
 def _tokens(text: str) -> list[str]:
@@ -96,7 +106,9 @@ class OpenAIStub:
         self.prompt_wrapper = prompt_wrapper  # how a plain (unconstrained) answer is dressed up
         self.reject_params = set(reject_params)  # request fields answered with 400 (an older server)
         self.failures: deque[tuple[int, dict[str, str]]] = deque()
+        self.always: tuple[int, dict[str, str]] | None = None  # a failure answered to every request
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # request headers, lower-case names, in the order of requests
         self.statuses: list[int] = []
         self.in_flight = 0
         self.peak_in_flight = 0  # most requests being served at once
@@ -111,6 +123,12 @@ class OpenAIStub:
         headers = {"retry-after": retry_after} if retry_after is not None else {}
         with self._lock:
             self.failures.extend((s, headers) for s in statuses)
+
+    def fail_always(self, status: int | None, retry_after: str | None = None) -> None:
+        """Every request gets ``status`` from now on (an outage, a hard rate limit); None ends it."""
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        with self._lock:
+            self.always = (status, headers) if status is not None else None
 
     @property
     def calls(self) -> int:
@@ -158,7 +176,7 @@ class OpenAIStub:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return
-                status, payload, headers = stub._handle(body)
+                status, payload, headers = stub._handle(body, {k.lower(): v for k, v in self.headers.items()})
                 self._send(status, payload, headers)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -181,10 +199,11 @@ class OpenAIStub:
 
     # ----- behaviour -------------------------------------------------------------------------------------
 
-    def _handle(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
             self.requests.append(body)
-            failure = self.failures.popleft() if self.failures else None
+            self.headers.append(headers)
+            failure = self.failures.popleft() if self.failures else self.always
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -213,6 +232,10 @@ class OpenAIStub:
         completion_tokens = 0
         for i in range(n):
             raw = self.answer(body)
+            if isinstance(raw, RawMessage):
+                choices.append({"index": i, "message": {"role": "assistant", **raw.message},
+                                "finish_reason": raw.finish_reason, "logprobs": None})
+                continue
             if isinstance(raw, str):
                 content = raw
             else:
