@@ -21,6 +21,10 @@ Submissions (:class:`qa_hooks.store.SubmissionStore`)
 - ``{p}:p:{pid}:annotator:{uid}:lead_times`` / ``{p}:p:{pid}:lead_times`` (lists): the last 100 / 2,000 lead times.
 - ``{p}:p:{pid}:unscored`` (zset): tasks written but not yet scored and routed, by ``{p}:p:{pid}:write_seq``
   (string), the project's write counter.
+- ``{p}:p:{pid}:retain`` (zset): tasks whose submissions still hold their whole result, by their newest
+  version's time; the retention sweep (``SubmissionStore.retain``) trims them once that is old enough.
+- ``{p}:p:{pid}:results`` (hash): digest -> a trimmed result (the region keys scoring reads), shared by every
+  retained submission that gave it.
 
 Webhook deliveries (:class:`qa_hooks.inbox.Inbox`)
 
@@ -177,12 +181,18 @@ class Keys:
     def unscored(self, project: Id) -> str:
         return f"{self._p(project)}:unscored"
 
+    def retention_queue(self, project: Id) -> str:
+        return f"{self._p(project)}:retain"
+
+    def results(self, project: Id) -> str:
+        return f"{self._p(project)}:results"
+
     def scoring_patterns(self, project: Id) -> tuple[str, ...]:
         """``SCAN MATCH`` patterns of every key of the project's scoring state (submissions, their indexes,
         task info, gold, scores, annotator records, flags): what ``crowdgate rebuild-state`` wipes and rebuilds
         from Label Studio. Routing's (``{p}:p:{pid}:r:...``), the ML backend's and the dedup marks stay."""
         singles = (self.project_info, self.annotators, self.tasks, self.lead_times, self.write_seq, self.unscored,
-                   self.annotation_gold, self.meta_gold, self.annotator_flags)
+                   self.retention_queue, self.results, self.annotation_gold, self.meta_gold, self.annotator_flags)
         # task_info's pattern also covers the task's subs, score and contrib keys
         per_id = (self.submission, self.annotation_submission, self.task_info, self.annotator_submissions,
                   self.annotator_lead_times, self.annotator_stats, self.annotator_confusion)

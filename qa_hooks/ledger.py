@@ -18,7 +18,6 @@ import redis
 from redis.client import Pipeline
 
 from core.keys import Keys
-from qa_hooks.events import Submission
 from qa_hooks.scoring import (
     PRIOR_ALPHA,
     PRIOR_BETA,
@@ -30,7 +29,7 @@ from qa_hooks.scoring import (
     score_task,
 )
 from qa_hooks.signals import Flag, annotator_flags, class_prior, given_counts
-from qa_hooks.store import LuaScript, SubmissionStore
+from qa_hooks.store import LuaScript, SubmissionStore, decode, pairs_to_row
 
 _STAT_FIELDS = ("gold_n", "gold_sum", "peer_n", "peer_sum", "pair_n", "pair_sum")
 
@@ -99,19 +98,28 @@ def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
 
 
 # One round trip reads everything a task's rescoring needs. KEYS: the task's score, submission index and
-# contributions, the project, its annotation gold and meta gold; ARGV: the task, then the (head, tail) parts of a
-# submission's and of an annotator's stats key (Keys.*_parts). (Those per-element keys are built inside the
-# script, which suits a single Redis, crowdgate's deployment; a Redis Cluster would need hash tags per project.)
+# contributions, the project, its annotation gold and meta gold, its shared trimmed results; ARGV: the task, then
+# the (head, tail) parts of a submission's and of an annotator's stats key (Keys.*_parts). Each submission comes
+# as its unique id and record (HGETALL's pairs, either format), with the shared results its trimmed records
+# name. (Those per-element keys are built inside the script, which suits a single Redis, crowdgate's deployment;
+# a Redis Cluster would need hash tags per project.)
 _READ_TASK = """
 local task = ARGV[1]
 local version = redis.call('HGET', KEYS[1], 'version') or false
 local uids = redis.call('ZRANGE', KEYS[2], 0, -1)
-local subs, annotators, seen = {}, {}, {}
+local subs, annotators, seen, shared = {}, {}, {}, {}
 for _, uid in ipairs(uids) do
-  local row = redis.call('HMGET', ARGV[2] .. uid .. ARGV[3], 'json', 'annotator')
-  if row[1] then
-    table.insert(subs, row[1])
-    if not seen[row[2]] then seen[row[2]] = true; table.insert(annotators, row[2]) end
+  local row = redis.call('HGETALL', ARGV[2] .. uid .. ARGV[3])
+  if #row > 0 then
+    table.insert(subs, {uid, row})
+    local fields = {}
+    for i = 1, #row, 2 do fields[row[i]] = row[i + 1] end
+    local annotator = fields['annotator']
+    if not seen[annotator] then seen[annotator] = true; table.insert(annotators, annotator) end
+    if fields['rk'] and not fields['json'] then
+      table.insert(shared, fields['rk'])
+      table.insert(shared, redis.call('HGET', KEYS[7], fields['rk']) or '')
+    end
   end
 end
 local contrib = redis.call('HGETALL', KEYS[3])
@@ -126,7 +134,7 @@ end
 return {version, redis.call('HMGET', KEYS[4], 'label_config', 'control_weights'),
         redis.call('HGET', KEYS[5], task) or false,
         redis.call('HGET', KEYS[6], task) or false,
-        contrib, subs, annotators, stats}
+        contrib, subs, annotators, stats, shared}
 """
 
 # Apply a rescoring's writes only if nobody rescored the task since it was read (optimistic locking).
@@ -196,7 +204,7 @@ class Ledger:
         """KEYS and ARGV of the task read script."""
         k = self.keys
         keys = [k.task_score(project, task), k.task_submissions(project, task), k.task_contributions(project, task),
-                k.project_info(project), k.annotation_gold(project), k.meta_gold(project)]
+                k.project_info(project), k.annotation_gold(project), k.meta_gold(project), k.results(project)]
         return keys, [task, *k.submission_parts(project), *k.annotator_stats_parts(project)]
 
     def rescore(self, project: int, task: int, state: list[Any] | None = None,
@@ -215,13 +223,15 @@ class Ledger:
         raise RuntimeError(f"task {task} of project {project} kept changing while being rescored")
 
     def _rescore_from(self, state: list[Any], project: int, task: int):
-        version, (config_raw, weights_raw), gold_annotation, gold_meta, old_raw, subs_raw, annotators, stats_raw = state
+        (version, (config_raw, weights_raw), gold_annotation, gold_meta, old_raw, subs_raw, annotators, stats_raw,
+         shared_raw) = state
         if not config_raw:
             return None  # no label config known yet: the project's first event carries it
         label_config = config_raw.decode()
         control_weights = json.loads(weights_raw) if weights_raw else None
         old = {int(old_raw[i]): Contribution.from_dict(json.loads(old_raw[i + 1])) for i in range(0, len(old_raw), 2)}
-        submissions = [Submission.from_dict(json.loads(raw)) for raw in subs_raw]
+        shared = pairs_to_row(shared_raw)
+        submissions = [decode(project, uid.decode(), pairs_to_row(row), shared) for uid, row in subs_raw]
         # The gold cache follows the task's ground-truth annotation (latest wins; unmarked or deleted: gone).
         marked = [s for s in submissions if s.ground_truth and not s.was_cancelled]
         gold_value = None

@@ -5,6 +5,12 @@ meta, lead times, unscored marks) are listed in :mod:`core.keys`, which builds e
 
 Writes are idempotent: a submission version older than the stored one, or one already deleted, changes
 nothing, so a job that runs twice or out of order leaves the same state.
+
+A submission is a small hash of short fields (:func:`encode`): what its key, the event and the other fields
+already say is not repeated. Records written before hold the whole submission as ``json`` and still load. The
+retention sweep (:meth:`SubmissionStore.retain`) trims the result of submissions whose task saw no new version
+for a while to the region keys scoring reads, shared per project, so a rescoring gives the same scores and the
+hash fits Redis' compact encoding; the whole annotation stays in Label Studio (``crowdgate rebuild-state``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from redis.exceptions import NoScriptError
 from core.keys import Keys
 from qa_hooks.events import Event, Submission, TaskInfo, epoch_seconds
 
-# Compare-and-set on updated_at, then index; one round trip and atomic against concurrent workers.
+# Compare-and-set on updated_at, then index; one round trip and atomic against concurrent workers. A newer
+# version replaces the whole record (an old-format one, or a trimmed one, leaves nothing behind). ARGV[9]: the
+# version's time, for the retention queue; ARGV[10..]: the record's other (field, value) pairs.
 _UPSERT = """
 local cur = redis.call('HMGET', KEYS[1], 'updated_at', 'deleted')
 if cur[2] == '1' then return 0 end
 if cur[1] and cur[1] >= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'updated_at', ARGV[2], 'task', ARGV[6], 'annotator', ARGV[5])
+if cur[1] then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2], 'task', ARGV[6], 'annotator', ARGV[5], unpack(ARGV, 10))
+redis.call('ZADD', KEYS[12], 'GT', ARGV[9], ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[3])
@@ -67,11 +77,13 @@ _DELETE_TASK = """
 local uids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, uid in ipairs(uids) do
   local key = ARGV[1] .. uid .. ARGV[2]
-  local row = redis.call('HMGET', key, 'annotator', 'json')
+  local row = redis.call('HMGET', key, 'annotator', 'i', 'json')
   redis.call('HSET', key, 'deleted', '1')
   if row[1] then redis.call('ZREM', ARGV[3] .. row[1] .. ARGV[4], uid) end
-  if row[2] then
-    local id_key = ARGV[5] .. string.format('%d', cjson.decode(row[2])['annotation_id']) .. ARGV[6]
+  local annotation = row[2]
+  if not annotation and row[3] then annotation = string.format('%d', cjson.decode(row[3])['annotation_id']) end
+  if annotation then
+    local id_key = ARGV[5] .. annotation .. ARGV[6]
     if redis.call('GET', id_key) == uid then redis.call('DEL', id_key) end
   end
 end
@@ -93,7 +105,80 @@ end
 return cleared
 """
 
+# Trim one submission's result to its shared scoring form, unless a newer version came meanwhile (ARGV: the
+# version trimmed, the digest, the trimmed result). KEYS: the submission, the project's shared results.
+_TRIM = """
+if redis.call('HGET', KEYS[1], 'updated_at') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'r') == 0 then
+  return 0
+end
+redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HDEL', KEYS[1], 'r')
+redis.call('HSET', KEYS[1], 'rk', ARGV[2])
+return 1
+"""
+
+# Leave the retention queue only if no version was written since the sweep read the task (ARGV: task, time).
+_RETAINED = """
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
 CREATED, UPDATED, STALE = 1, 2, 0
+
+# The region keys scoring reads (qa_hooks.scoring, qa_hooks.similarity); a trimmed result keeps only these.
+SCORED_REGION_KEYS = ("from_name", "to_name", "type", "value")
+
+
+def encode(sub: Submission) -> list[str]:
+    """The (field, value) pairs of a submission's record besides ``updated_at``, ``task`` and ``annotator``: its
+    key names the project and unique id, and a field at its usual value is left out (``c``: a ``created_at``
+    other than ``updated_at``; ``x``: ``c`` cancelled, ``g`` ground truth)."""
+    pairs = ["i", str(sub.annotation_id), "r", json.dumps(sub.result, separators=(",", ":"))]
+    if sub.created_at != sub.updated_at:
+        pairs += ["c", sub.created_at]
+    if sub.lead_time is not None:
+        pairs += ["l", repr(sub.lead_time)]
+    flags = ("c" if sub.was_cancelled else "") + ("g" if sub.ground_truth else "")
+    if flags:
+        pairs += ["x", flags]
+    if sub.parent_prediction is not None:
+        pairs += ["pp", str(sub.parent_prediction)]
+    return pairs
+
+
+def decode(project: int, unique_id: str, row: dict[bytes, bytes], results: dict[bytes, bytes]) -> Submission:
+    """A submission from its record (either format); ``results`` holds the shared trimmed results it names."""
+    if b"json" in row:  # written before the compact format
+        return Submission.from_dict(json.loads(row[b"json"]))
+    updated = row[b"updated_at"].decode()
+    flags = row.get(b"x", b"")
+    result = row[b"r"] if b"r" in row else results[row[b"rk"]]
+    return Submission(
+        project=project, task=int(row[b"task"]), annotation_id=int(row[b"i"]), unique_id=unique_id,
+        annotator=int(row[b"annotator"]), result=json.loads(result), updated_at=updated,
+        created_at=row[b"c"].decode() if b"c" in row else updated,
+        lead_time=float(row[b"l"]) if b"l" in row else None, was_cancelled=b"c" in flags, ground_truth=b"g" in flags,
+        parent_prediction=int(row[b"pp"]) if b"pp" in row else None,
+    )
+
+
+def pairs_to_row(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash from HGETALL's flat reply inside a Lua script."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def trimmed(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A result as scoring reads it: each region's ``SCORED_REGION_KEYS`` (region ids, origin and the rest go)."""
+    return [{k: region[k] for k in SCORED_REGION_KEYS if k in region} if isinstance(region, dict) else region
+            for region in result]
+
+
+def _write_time(sub: Submission, created: float) -> float:
+    try:
+        return max(epoch_seconds(sub.updated_at, "updated_at"), created)
+    except ValueError:
+        return created
 
 
 class LuaScript:
@@ -152,6 +237,8 @@ class SubmissionStore:
         self._delete = LuaScript(_DELETE)
         self._delete_task = LuaScript(_DELETE_TASK)
         self._mark_scored = LuaScript(_MARK_SCORED)
+        self._trim = LuaScript(_TRIM)
+        self._retained = LuaScript(_RETAINED)
 
     # -- writes -----------------------------------------------------------------------------------------
 
@@ -226,17 +313,21 @@ class SubmissionStore:
             k.lead_times(project),
             k.write_seq(project),
             k.unscored(project),
+            k.retention_queue(project),
         ]
+        created = epoch_seconds(sub.created_at, "created_at")  # ValueError, never epoch 0, for a bad timestamp
         args = [
-            json.dumps(sub.to_dict(), separators=(",", ":")),
+            "",  # unused (the record's pairs come last)
             sub.updated_at,
             sub.unique_id,
-            epoch_seconds(sub.created_at, "created_at"),  # ValueError, never epoch 0, for a bad timestamp
+            created,
             sub.annotator,
             sub.task,
             sub.project,
             # lead times of first versions only, for the low-effort signal (skips say nothing about effort)
             "" if sub.lead_time is None or sub.was_cancelled else repr(sub.lead_time),
+            repr(_write_time(sub, created)),
+            *encode(sub),
         ]
         if pipe is not None:
             self._upsert.queue(pipe, keys, args)
@@ -305,6 +396,46 @@ class SubmissionStore:
         args = [x for task, seq in seen.items() for x in (task, repr(seq))]
         return int(self._mark_scored(self.redis, [self.keys.unscored(project)], args))
 
+    # -- retention --------------------------------------------------------------------------------------------
+    # A task whose newest submission version is older than the cutoff is settled: its submissions keep what
+    # scoring reads (trimmed results, shared) and Label Studio keeps the rest. A later version of a submission
+    # is stored whole again and queues its task for the next sweep.
+
+    def retain(self, project: int, before: float, chunk: int = 1000) -> dict[str, int]:
+        """Trim the results of every submission on tasks whose newest version is older than ``before`` (epoch
+        seconds); returns how many tasks and submissions were trimmed."""
+        queue, done = self.keys.retention_queue(project), {"tasks": 0, "trimmed": 0}
+        while True:
+            due = self.redis.zrangebyscore(queue, "-inf", before, start=0, num=chunk, withscores=True)
+            if not due:
+                return done
+            tasks = [(int(task), at) for task, at in due]
+            pipe = self.redis.pipeline(transaction=False)
+            for task, _ in tasks:
+                pipe.zrange(self.keys.task_submissions(project, task), 0, -1)
+            uids = [u.decode() for reply in pipe.execute() for u in reply]
+            pipe = self.redis.pipeline(transaction=False)
+            for uid in uids:
+                pipe.hmget(self.keys.submission(project, uid), "updated_at", "r")
+            trims = []
+            for uid, (updated, result) in zip(uids, pipe.execute(), strict=True):
+                if updated is None or result is None:
+                    continue  # gone, old format, or trimmed already
+                short = json.dumps(trimmed(json.loads(result)), separators=(",", ":"))
+                digest = hashlib.sha1(short.encode()).hexdigest()[:16]  # 64 bits: no collision within a project
+                trims.append(([self.keys.submission(project, uid), self.keys.results(project)],
+                              [updated, digest, short]))
+
+            def build(pipe: Pipeline, trims: list = trims, tasks: list = tasks) -> None:
+                for keys, args in trims:
+                    self._trim.queue(pipe, keys, args)
+                for task, at in tasks:
+                    self._retained.queue(pipe, [queue], [task, repr(at)])
+
+            replies = execute_with_scripts(self.redis, build, self._trim, self._retained)
+            done["tasks"] += len(tasks)
+            done["trimmed"] += sum(int(r) for r in replies[:len(trims)])
+
     def save_project(self, project: int, info: dict[str, Any], pipe: Pipeline | None = None) -> None:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in info.items() if v is not None}
         if fields:
@@ -325,8 +456,16 @@ class SubmissionStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for uid in unique_ids:
-            pipe.hget(self.keys.submission(project, uid), "json")
-        return [Submission.from_dict(json.loads(raw)) for raw in pipe.execute() if raw]
+            pipe.hgetall(self.keys.submission(project, uid))
+        rows = [(uid, row) for uid, row in zip(unique_ids, pipe.execute(), strict=True) if row]
+        return self.decode_rows(project, rows)
+
+    def decode_rows(self, project: int, rows: list[tuple[str, dict[bytes, bytes]]]) -> list[Submission]:
+        """Submissions from their records, reading the shared trimmed results they name in one call."""
+        digests = sorted({row[b"rk"] for _, row in rows if b"rk" in row and b"json" not in row})
+        results = dict(zip(digests, self.redis.hmget(self.keys.results(project), digests), strict=True)) \
+            if digests else {}
+        return [decode(project, uid, row, results) for uid, row in rows]
 
     def submission(self, project: int, unique_id: str) -> Submission | None:
         found = self._load(project, [unique_id])
