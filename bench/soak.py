@@ -229,7 +229,7 @@ def soak(redis_url: str, connection: redis.Redis, log_dir: Path, args: argparse.
         began = time.perf_counter()
         errors = post_all(int(web.url.rsplit(":", 1)[1]), events.body, sent, args.clients, args.rate)
         send_s = time.perf_counter() - began
-        done, _ = wait_scored(connection, sent - errors, 120)
+        done, finished = wait_scored(connection, sent - errors, 120)
         stop.set()
         sampler.join()
     finally:
@@ -244,7 +244,11 @@ def soak(redis_url: str, connection: redis.Redis, log_dir: Path, args: argparse.
     return {"seconds": args.seconds, "rate": args.rate, "sent": sent, "errors": errors,
             "send_seconds": round(send_s, 1), "scored": done,
             "max_queue_depth": max((d for _, d, _ in samples), default=0),
-            "queue_depth_last_10s_max": max((d for t, d, _ in samples if t >= send_s - 10), default=0),
+            # depth counts the batches in hand too (up to CROWDGATE_DRAIN_BATCH per worker): its course over the
+            # run, in quarters of the sending time, shows whether it is bounded or grows
+            "queue_depth_by_quarter": [max((d for t, d, _ in samples if q * send_s / 4 <= t < (q + 1) * send_s / 4),
+                                           default=0) for q in range(4)],
+            "drained_after_send_s": round(finished - began - send_s, 1),
             "rss_growth_max": round(max(later.values(), default=0.0), 4),
             "rss_reference_s": reference_s, "processes_watched": len(base),
             "rss_mib_max": round(max((sum(s[2].values()) for s in samples), default=0) / 2**20, 1)}
