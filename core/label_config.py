@@ -35,6 +35,11 @@ TEXT_TAGS = frozenset({"text", "hypertext", "paragraphs"})
 """Object tag types (lower case) whose task data is text."""
 
 _CACHE_SIZE = 256
+# A parsed config takes about 50 times its XML in memory, so configs are cached by size: typical ones (a few KB)
+# 256 at a time, large ones (a big taxonomy) only 4, and anything over MAX_CONFIG_BYTES is refused.
+LARGE_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+LARGE_CACHE_SIZE = 4
 
 
 class LabelConfigError(ValueError):
@@ -248,8 +253,7 @@ def _control(tag: Any, objects: Mapping[str, DataObject], root: ET.Element | Non
     )
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
-def _parse_cached(xml: str) -> LabelConfig:
+def _build(xml: str) -> LabelConfig:
     # Two threads missing the cache at once may each build one (equal, immutable) object; later calls share one.
     try:
         interface = LabelInterface(xml)
@@ -268,4 +272,10 @@ def _parse_cached(xml: str) -> LabelConfig:
 def _parse(xml: str) -> LabelConfig:
     if not isinstance(xml, str):
         raise LabelConfigError(f"a label config is an XML string, got {type(xml).__name__}")
-    return _parse_cached(xml)
+    if len(xml) > MAX_CONFIG_BYTES:
+        raise LabelConfigError(f"label config larger than {MAX_CONFIG_BYTES} characters ({len(xml)})")
+    return (_parse_large if len(xml) > LARGE_CONFIG_BYTES else _parse_small)(xml)
+
+
+_parse_small = lru_cache(maxsize=_CACHE_SIZE)(_build)
+_parse_large = lru_cache(maxsize=LARGE_CACHE_SIZE)(_build)

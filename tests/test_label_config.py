@@ -190,3 +190,22 @@ def test_unknown_control_is_a_label_config_error_with_the_sdk_message() -> None:
     with pytest.raises(LabelConfigError, match="Name entailment is not found"):
         config.control_tag("entailment")
     assert config.control_tag("sentiment").name == "sentiment"
+
+
+def test_large_configs_are_cached_few_at_a_time_and_huge_ones_refused():
+    from core.label_config import LARGE_CACHE_SIZE, LARGE_CONFIG_BYTES, MAX_CONFIG_BYTES
+
+    def config(n: int, pad: int) -> str:
+        return (f'<View><Header value="{"x" * pad}"/><Text name="t" value="$t"/>'
+                f'<Choices name="c{n}" toName="t"><Choice value="a"/><Choice value="b"/></Choices></View>')
+
+    large = [config(n, LARGE_CONFIG_BYTES) for n in range(LARGE_CACHE_SIZE + 1)]
+    first = LabelConfig.parse(large[0])
+    assert LabelConfig.parse(large[0]) is first
+    for xml in large[1:]:
+        LabelConfig.parse(xml)
+    assert LabelConfig.parse(large[0]) is not first  # pushed out by LARGE_CACHE_SIZE later large ones
+    small = config(0, 10)
+    assert LabelConfig.parse(small) is LabelConfig.parse(small)  # typical configs stay cached
+    with pytest.raises(LabelConfigError, match="larger than"):
+        LabelConfig.parse(config(0, MAX_CONFIG_BYTES))
