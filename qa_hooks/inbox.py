@@ -59,7 +59,7 @@ class Inbox:
         self.job = job
 
     def put(self, event: Event) -> tuple[str, str | None]:
-        """Enqueue the event's unseen items; returns ("queued", job id) or ("duplicate", None).
+        """Queue the event's unseen items; returns ("queued", job or inbox event id) or ("duplicate", None).
 
         The dedup marks and the job are written in one MULTI/EXEC transaction (optimistic, WATCHing the marks),
         so they land together or not at all: a Redis that stalls past the socket timeout may still apply the
