@@ -17,8 +17,9 @@ At each size of ``--sizes`` (10k, 100k, 1M) it prints one JSON line:
   kind's key count, per submission (where the bytes go);
 - ``cron_seconds``: each periodic job's wall time: ``refresh_flags`` (``qa_hooks.jobs.refresh_flags``),
   ``reconcile`` (``qa_hooks.reconcile.reconcile_project`` against an in-bench Label Studio whose export holds
-  every annotation made so far), ``retention`` (``SubmissionStore.retain``, the retention sweep); crowdgate has
-  no periodic truth refit (``qa_hooks.truth`` runs offline), so there is none to time.
+  every annotation made so far), ``retention`` (``qa_hooks.retention.apply_retention``, the retention sweep, with
+  ``--retention-s`` on the crowd's clock); crowdgate has no periodic truth refit (``qa_hooks.truth`` runs
+  offline), so there is none to time. The bytes are measured after the sweep (``..._before_sweep``: before it).
 
 Between sizes the bulk is fed through the same job in its reconciliation form: ``process_event`` on
 ``ANNOTATIONS_CREATED`` events of ``--bulk`` annotations (the writes and rescoring of every submission, in fewer
@@ -51,6 +52,7 @@ from qa_hooks.events import Event, TaskInfo, parse_event
 from qa_hooks.jobs import process_event, refresh_flags
 from qa_hooks.receiver import SECRET_HEADER
 from qa_hooks.reconcile import HOOK_PATH, reconcile_project
+from qa_hooks.retention import apply_retention
 from qa_hooks.store import SubmissionStore
 from scripts.services import start_redis
 
@@ -190,7 +192,8 @@ class ExportOnly:
 KINDS = {"submission": "sub:*", "annotation_id": "annid:*", "task_subs": "task:*:subs",
          "task_score": "task:*:score", "task_contrib": "task:*:contrib", "task_info": "task:[0-9]*[0-9]",
          "annotator_subs": "annotator:*:subs", "annotator_lead_times": "annotator:*:lead_times",
-         "annotator_stats": "annotator:*:stats", "annotator_confusion": "annotator:*:confusion"}
+         "annotator_stats": "annotator:*:stats", "annotator_confusion": "annotator:*:confusion",
+         "shared_results": "results", "retention_queue": "retain"}
 
 
 def bytes_by_kind(connection: redis.Redis, submissions: int, sample: int = 300) -> dict[str, float]:
@@ -232,8 +235,14 @@ def measure(connection: redis.Redis, crowd: Crowd, sample: int) -> dict[str, flo
     return {"event_cost_ms": (time.perf_counter() - started) * 1000 / sample}
 
 
-def cron(connection: redis.Redis, crowd: Crowd, settings: Settings, reconcile: bool) -> dict[str, float]:
+def cron(connection: redis.Redis, crowd: Crowd, settings: Settings, reconcile: bool,
+         retention_s: float) -> dict[str, float]:
     out: dict[str, float] = {}
+    if retention_s > 0:
+        started = time.perf_counter()
+        # the crowd's own clock: tasks whose newest label is retention_s older than the latest are settled
+        apply_retention(PREFIX, connection, retention_s, now=EPOCH.timestamp() + crowd.clock)
+        out["retention"] = time.perf_counter() - started
     started = time.perf_counter()
     refresh_flags(PREFIX, connection)
     out["refresh_flags"] = time.perf_counter() - started
@@ -255,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=1000, help="single events timed at each size")
     parser.add_argument("--bulk", type=int, default=500, help="annotations per bulk event between sizes")
     parser.add_argument("--no-reconcile", action="store_true", help="skip timing reconciliation")
+    parser.add_argument("--retention-s", type=float, default=600.0,
+                        help="retention in the crowd's seconds (20 labels a second: 600 keeps the last 12,000 "
+                             "labels whole); 0: no sweep")
     args = parser.parse_args(argv)
     sizes = sorted({s for s in (int(x) for x in args.sizes.split(",")) if s <= args.max_submissions})
     settings = use(Settings.from_env().with_(key_prefix=PREFIX))
@@ -276,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                 fill_seconds += time.perf_counter() - started
                 cost = measure(connection, crowd, args.sample)
                 done += args.sample
+                used_whole = int(connection.info("memory")["used_memory"])
+                whole_by_kind = bytes_by_kind(connection, done)
+                cron_seconds = cron(connection, crowd, settings, not args.no_reconcile, args.retention_s)
                 used = int(connection.info("memory")["used_memory"])
                 baseline = baseline or cost["event_cost_ms"]
                 line = {
@@ -288,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                     "fill_per_s": round((done - len(sizes[:sizes.index(size) + 1]) * args.sample) / fill_seconds, 1)
                     if fill_seconds else None,
                     "redis_bytes_per_submission": round((used - before) / done, 1),
+                    "redis_bytes_per_submission_before_sweep": round((used_whole - before) / done, 1),
                     "redis_used_memory": used,
+                    "retention_s": args.retention_s,
                     "bytes_by_kind": bytes_by_kind(connection, done),
-                    "cron_seconds": cron(connection, crowd, settings, not args.no_reconcile),
+                    "bytes_by_kind_before_sweep": whole_by_kind,
+                    "cron_seconds": cron_seconds,
                 }
                 print(json.dumps(line), flush=True)
         finally:

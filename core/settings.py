@@ -133,6 +133,14 @@ class Settings:
     sla_sweep_s: int = _var("CROWDGATE_SLA_SWEEP_S", 0, "cron",
                             "seconds between backstop sweeps of escalation deadlines (each escalation also "
                             "schedules its own check)", shown="`0` (off)")
+    # Trimmed results score the same and Label Studio keeps every annotation whole, so a week is safe: routing
+    # reads whole results only of fresh submissions (write-backs), and reviews of a settled task go to Label Studio.
+    result_retention_s: int = _var("CROWDGATE_RESULT_RETENTION_S", 7 * 24 * 3600, "cron",
+                                   "a task whose newest submission is older than this keeps only what scoring reads "
+                                   "of its results (the whole annotations stay in Label Studio); `0`: keep all",
+                                   shown="`604800` (7 days)")
+    retention_sweep_s: int = _var("CROWDGATE_RETENTION_SWEEP_S", 3600, "cron",
+                                  "seconds between retention sweeps (0: none)")
     # -- processes ---------------------------------------------------------------------------------------
     worker_fork: bool = _var("CROWDGATE_WORKER_FORK", False, "worker",
                              "RQ forks a process per job (isolation) instead of running jobs in-process "

@@ -3,6 +3,7 @@
     crowdgate-cron           # reconcile_and_route every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
                              # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60),
                              # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
+                             # apply_retention every $CROWDGATE_RETENTION_SWEEP_S s (3600)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rq.cron import CronScheduler
 from core.settings import Settings, use
 from crowdgate.pipeline import reconcile_and_route
 from qa_hooks.jobs import refresh_flags
+from qa_hooks.retention import apply_retention
 from routing.actions import sweep_deadlines
 
 
@@ -30,6 +32,7 @@ def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
         (reconcile_and_route, events, settings.reconcile_interval_s, 1800, "reconcile_all"),
         (refresh_flags, events, settings.flags_interval_s, 600, "refresh_flags"),
         (sweep_deadlines, settings.routing_queue, settings.sla_sweep_s, 600, "sweep_deadlines"),
+        (apply_retention, events, settings.retention_sweep_s, 1800, "apply_retention"),
     ]
     kwargs = {"prefix": settings.key_prefix}
     for func, queue, interval, timeout, name in jobs:

@@ -112,8 +112,13 @@ if redis.call('HGET', KEYS[1], 'updated_at') ~= ARGV[1] or redis.call('HEXISTS',
   return 0
 end
 redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HDEL', KEYS[1], 'r')
-redis.call('HSET', KEYS[1], 'rk', ARGV[2])
+-- rewritten, not HDEL'd: Redis never gives a shrunken hash its compact encoding back
+local row, kept = redis.call('HGETALL', KEYS[1]), {'rk', ARGV[2]}
+for i = 1, #row, 2 do
+  if row[i] ~= 'r' then table.insert(kept, row[i]); table.insert(kept, row[i + 1]) end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(kept))
 return 1
 """
 
