@@ -11,7 +11,8 @@
 * ``score`` from token log-probabilities when the server returns them (:mod:`ml_backend.confidence`), else
   agreement of extra samples at temperature > 0;
 * a bounded thread pool, requests/tokens-per-minute buckets, our own retry policy (the client's is off), an
-  overall deadline after which unfinished tasks keep running in the background and land in the cache;
+  overall deadline after which unfinished tasks keep running in the background and land in the cache, and a
+  breaker that pauses calls to an endpoint whose tasks keep failing on an outage (the other models answer);
 * a cache keyed by model, prompt version, config, task data, instructions and examples;
 * token usage and cost per task, a per-project budget cap, and redaction of personal data before text
   leaves for a non-local endpoint.
@@ -99,6 +100,11 @@ class LLMSettings:
     cache_prefix: str = Settings.key_prefix  # the cache's keys go under crowdgate's common prefix (core.keys)
     cache_ttl_s: float = 30 * 24 * 3600.0
     invalid_ttl_s: float = 3600.0  # how long an invalid answer is remembered (no re-asking meanwhile)
+    # After this many tasks in a row fail on an outage (connection, timeout, 5xx, 429 after all retries) the
+    # endpoint is left alone for breaker_cooldown_s: requests fall back at once instead of each waiting out the
+    # retries, and a struggling server is not hammered. 0 turns the breaker off.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LLMSettings:
@@ -150,12 +156,32 @@ class EndpointState:
     refused: dict[str, float] = field(default_factory=dict)  # mode -> when it was refused
     logprobs: bool | None = None  # None until the first answer shows
     n_choices: bool | None = None  # honours n > 1
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held by the thread probing the mode
+    failures: int = 0  # tasks in a row that failed on an outage
+    paused_until: float = 0.0  # monotonic time until which no calls are made (the breaker is open)
+    breaker_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def candidates(self, now: float) -> list[str]:
         if self.mode is not None:
             return [self.mode]
         return [m for m in MODES if now - self.refused.get(m, -math.inf) > REFUSAL_TTL_S] or ["prompt"]
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
+
+    def answered(self) -> None:
+        with self.breaker_lock:
+            self.failures = 0
+
+    def failed(self, now: float, threshold: int, cooldown_s: float) -> bool:
+        """Count an outage; True when this one opens the breaker (pauses calls for ``cooldown_s``)."""
+        with self.breaker_lock:
+            self.failures += 1
+            if threshold <= 0 or self.failures < threshold or now < self.paused_until:
+                return False
+            # After a pause one more failure re-opens it: the count is only reset by an answer.
+            self.paused_until = now + cooldown_s
+            return True
 
 
 _ENDPOINTS: dict[tuple[str, str], EndpointState] = {}
@@ -172,7 +198,7 @@ class TaskOutcome:
     """Everything recorded about one task of a predict call."""
 
     task_id: Any
-    status: str  # ok | cached | invalid | pending | budget | unsupported | error
+    status: str  # ok | cached | invalid | pending | budget | unsupported | paused | error
     prediction: dict[str, Any] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -334,12 +360,17 @@ class LLMPredictor:
         ex = [(dict(t), list(r)) for t, r in examples]
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
         futures: dict[int, Future[TaskOutcome]] = {}
+        paused = self.endpoint.paused(time.monotonic())
         for i, task in enumerate(tasks):
             key = self._key(plan, task, instructions, ex)
             hit = self.cache.get(key)
             if hit is not None:
                 self._count("cache_hits")
                 outcomes[i] = self._from_cache(task, hit)
+                continue
+            if paused:
+                self._count("paused_tasks")
+                outcomes[i] = TaskOutcome(task.get("id"), "paused")
                 continue
             futures[i] = self._submit(_Job(key, task, plan, project or "default", instructions, ex))
         if futures:
@@ -405,8 +436,13 @@ class LLMPredictor:
 
     def _run(self, job: _Job) -> TaskOutcome:
         outcome = TaskOutcome(job.task.get("id"), "error")
+        if self.endpoint.paused(time.monotonic()):  # queued before the breaker opened
+            outcome.status = "paused"
+            self._count("paused_tasks")
+            return outcome
         try:
             self._label(job, outcome)
+            self.endpoint.answered()
         except BudgetExceeded:
             outcome.status = "budget"
             self._count("budget_exceeded")
@@ -417,7 +453,20 @@ class LLMPredictor:
                 "LLM pre-label failed for task %s: %s", job.task.get("id"), exc,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
+            if self._outage(exc):
+                s = self.settings
+                if self.endpoint.failed(time.monotonic(), s.breaker_failures, s.breaker_cooldown_s):
+                    self._count("breaker_opened")
+                    log.warning("%s failed %d tasks in a row: no LLM calls for %.0f s, the other models answer "
+                                "meanwhile", self._where, self.endpoint.failures, s.breaker_cooldown_s)
         return outcome
+
+    @staticmethod
+    def _outage(exc: Exception) -> bool:
+        """An error that says the endpoint is down or overloaded, not that this one request was wrong."""
+        if isinstance(exc, openai.APIConnectionError | openai.RateLimitError):  # timeouts are connection errors
+            return True
+        return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
     def _label(self, job: _Job, outcome: TaskOutcome) -> None:
         s = self.settings

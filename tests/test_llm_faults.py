@@ -130,9 +130,14 @@ def test_predict_answers_with_the_fallback_within_the_deadline(fault, stub, redi
             assert took < DEADLINE_S + MARGIN_S, took
             if fault == "slow":
                 assert took >= DEADLINE_S * 0.9, took  # it waited for the LLM up to the deadline, no longer
+            if fault == "500":
+                assert took < DEADLINE_S, took  # the first call's errors paused the endpoint: no waiting at all
         # The failure is in the web log: the summary of each request, and the error itself once the calls give up.
         wait_for(lambda: LOGGED[fault] in log_text(web), timeout=30, what=f"{LOGGED[fault]!r} in the web log")
         assert "LLM gave no pre-label for 3 of 3 tasks" in log_text(web)
+        if fault != "slow":  # an outage, not slowness: the breaker pauses calls to the endpoint
+            wait_for(lambda: "failed 3 tasks in a row: no LLM calls for" in log_text(web), timeout=30,
+                     what="the breaker in the web log")
         assert "Traceback" not in log_text(web)
         if fault != "down":
             assert stub.calls > 0
@@ -149,7 +154,8 @@ def test_no_key_or_password_in_the_log_through_good_and_failing_llm_calls(stub, 
         reply, _ = predict(web, fresh_texts("good"))  # a good call: the LLM answers
         assert reply.status_code == 200
         assert all(r["model_version"].startswith("llm:stub-model:p") for r in reply.json()["results"])
-        for status in (500, 429, 401, 400):
+        # 401 and 400 first: after the outages (500, 429) the breaker pauses calls and they would not be made
+        for status in (401, 400, 500, 429):
             stub.fail_always(status, retry_after="0")
             reply, _ = predict(web, fresh_texts(f"failing {status}"))
             assert reply.status_code == 200 and len(reply.json()["results"]) == 3
@@ -181,6 +187,40 @@ def test_an_outage_is_not_taken_for_a_refused_structured_output_mode(stub):
     assert outcome.status == "ok"
     assert endpoint_state(stub.base_url, model).mode == "json_schema"
     assert stub.requests[-1]["response_format"]["type"] == "json_schema"
+    predictor.close()
+
+
+def test_an_endpoint_that_keeps_failing_is_paused_then_tried_again(stub):
+    model = f"stub-{uuid.uuid4().hex[:8]}"
+    settings = LLMSettings(base_url=stub.base_url, model=model, samples=1, max_retries=0, mode="json_schema",
+                           breaker_failures=3, breaker_cooldown_s=1.0)
+    predictor = LLMPredictor(settings, cache=MemoryCache(), sleep=lambda s: None)
+    tasks = [{"id": i, "data": {"text": f"text {i}"}} for i in range(3)]
+    stub.fail_always(503)
+    assert [o.status for o in predictor.predict_detailed(tasks, CONFIG, deadline_s=0)] == ["error"] * 3
+    calls = stub.calls
+    started = time.monotonic()
+    paused = predictor.predict_detailed([{"id": 9, "data": {"text": "more"}}], CONFIG, deadline_s=0)
+    assert [o.status for o in paused] == ["paused"] and stub.calls == calls  # no call: answered at once
+    assert time.monotonic() - started < 0.5
+    assert predictor.counters()["breaker_opened"] == 1
+    stub.fail_always(None)
+    time.sleep(1.1)  # the cool-down is over: the endpoint is asked again, and an answer closes the breaker
+    assert [o.status for o in predictor.predict_detailed(tasks, CONFIG, deadline_s=0)] == ["ok"] * 3
+    assert endpoint_state(stub.base_url, model).failures == 0
+    predictor.close()
+
+
+def test_errors_of_one_request_do_not_pause_the_endpoint(stub):
+    # a 400 says this request was wrong, not that the endpoint is down
+    model = f"stub-{uuid.uuid4().hex[:8]}"
+    predictor = LLMPredictor(LLMSettings(base_url=stub.base_url, model=model, samples=1, mode="json_schema"),
+                             cache=MemoryCache())
+    stub.fail_always(400)
+    tasks = [{"id": i, "data": {"text": f"bad {i}"}} for i in range(5)]
+    assert {o.status for o in predictor.predict_detailed(tasks, CONFIG, deadline_s=0)} == {"error"}
+    stub.fail_always(None)
+    assert predictor.predict_detailed([{"id": 9, "data": {"text": "good"}}], CONFIG, deadline_s=0)[0].status == "ok"
     predictor.close()
 
 
