@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -348,7 +349,7 @@ def test_redis_restarted_in_a_burst_with_aof_loses_nothing_acknowledged(log_dir,
 # -- the worker killed mid-job ------------------------------------------------------------------------------
 
 
-def in_hand(connection: redis.Redis, prefix: str, mode: str) -> list[str]:
+def in_hand(connection: redis.Redis, prefix: str, mode: str, queue: str) -> list[str]:
     """What a worker holds right now: the stream entries it read and has not settled, or RQ's started jobs."""
     from rq import Queue
 
@@ -356,21 +357,14 @@ def in_hand(connection: redis.Redis, prefix: str, mode: str) -> list[str]:
 
     if mode == "stream":
         with contextlib.suppress(redis.ResponseError):  # no group before the worker's first read
-            pending = connection.xpending_range(Keys(prefix).inbox("crowdgate-events"), InboxDrain.GROUP, "-", "+",
-                                                10_000)
+            pending = connection.xpending_range(Keys(prefix).inbox(queue), InboxDrain.GROUP, "-", "+", 10_000)
             return [p["message_id"].decode() for p in pending]
         return []
-    return Queue("crowdgate-events", connection=connection).started_job_registry.get_job_ids()
+    return Queue(queue, connection=connection).started_job_registry.get_job_ids()
 
 
-@pytest.mark.parametrize("mode", ["stream", "rq"])
-def test_worker_killed_mid_job_the_job_is_retried_counts_exact(mode, redis_service, redis_conn, log_dir,
-                                                               labelstudio, captured):
-    """120 real webhook bodies queued before any worker runs; the first worker is killed with SIGKILL while it
-    holds work (a batch read from the inbox stream and not yet acknowledged, or, with ``CROWDGATE_INBOX=rq``, a
-    started RQ job). A second worker takes it over: the stream's abandoned entries become RQ jobs once idle 30 s,
-    an abandoned RQ job is retried by RQ's maintenance once its 30 s timeout plus 10 s passed; every event is
-    then recorded and scored exactly once."""
+def kill_mid_job(mode: str, redis_url: str, log_dir: Path, labelstudio: Any, captured: Captured) -> None:
+    """One scenario of the test below, with ``CROWDGATE_INBOX=mode`` and a prefix of its own."""
     from rq import Queue
     from rq.job import Job
 
@@ -378,38 +372,56 @@ def test_worker_killed_mid_job_the_job_is_retried_counts_exact(mode, redis_servi
     from scripts.services import BIN
 
     prefix = f"f3{mode}"
-    env = env_for(redis_service.url, labelstudio, prefix, CROWDGATE_INBOX=mode)
+    connection = redis.Redis.from_url(redis_url)
+    env = env_for(redis_url, labelstudio, prefix, CROWDGATE_INBOX=mode, CROWDGATE_EVENTS_QUEUE=f"{prefix}-events",
+                  CROWDGATE_ROUTING_QUEUE=f"{prefix}-routing", CROWDGATE_ML_QUEUE=f"{prefix}-ml")
+    queue = f"{prefix}-events"
     plan, bodies = captured.plan, captured.bodies
     with services(start_web(env, log_dir)) as running:
         web = running[0]
         assert all(post(web.url, body) == (200, "queued") for body in bodies)
         # Started by hand, not with start_worker (which waits until it is registered): by then it may be done.
-        first = Service("worker", redis_service.url, processes.spawn([str(BIN / "crowdgate-worker")],
-                                                                    log_dir / f"worker-{prefix}.log", env),
-                        log_dir / f"worker-{prefix}.log")
+        log_path = log_dir / f"worker-{prefix}.log"
+        first = Service("worker", redis_url, processes.spawn([str(BIN / "crowdgate-worker")], log_path, env), log_path)
         running.append(first)
-        held = wait_for(lambda: in_hand(redis_conn, prefix, mode), 60, interval=0.002, what="a job in hand")
+        held = wait_for(lambda: in_hand(connection, prefix, mode, queue), 60, interval=0.002,
+                        what=f"{mode}: a job in hand")
         assert first.process is not None
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(5)
         killed_at = time.monotonic()
-        assert set(in_hand(redis_conn, prefix, mode)) >= set(held)  # still held by the dead worker
+        assert set(in_hand(connection, prefix, mode, queue)) >= set(held)  # still held by the dead worker
 
         running.append(start_worker(env, log_dir))
-        store = SubmissionStore(redis_conn, prefix)
-        wait_for(lambda: drained(redis_conn, prefix) and not in_hand(redis_conn, prefix, mode)
+        store = SubmissionStore(connection, prefix)
+        wait_for(lambda: drained(connection, prefix, queue) and not in_hand(connection, prefix, mode, queue)
                  and store.summary(plan.project)["submissions"] >= len(bodies), 120, interval=0.5,
-                 what="the abandoned work to be retried")
-        assert time.monotonic() - killed_at < 75  # the README's bound: about a minute
-        assert_exact(redis_conn, prefix, plan)
-        finished = Queue("crowdgate-events", connection=redis_conn).finished_job_registry.get_job_ids()
-        jobs = [Job.fetch(job, connection=redis_conn) for job in finished]
+                 what=f"{mode}: the abandoned work to be retried")
+        assert time.monotonic() - killed_at < 75, mode  # the README's bound: about a minute
+        assert_exact(connection, prefix, plan)
+        jobs = [Job.fetch(job, connection=connection)
+                for job in Queue(queue, connection=connection).finished_job_registry.get_job_ids()]
         if mode == "stream":  # each held entry went to RQ as a job of its own, which ran
             handed = {j.meta.get("inbox_entry") for j in jobs if "abandoned" in j.meta.get("inbox_reason", "")}
             assert handed >= set(held)
         else:  # the one started job was run again by RQ, one retry spent
             (job,) = [j for j in jobs if j.id in held]
             assert job.retries_left == 4
+
+
+def test_worker_killed_mid_job_the_job_is_retried_counts_exact(redis_service, redis_conn, log_dir, labelstudio,
+                                                               captured):
+    """120 real webhook bodies queued before any worker runs; the first worker is killed with SIGKILL while it
+    holds work: a batch read from the inbox stream and not yet acknowledged, or, with ``CROWDGATE_INBOX=rq``, a
+    started RQ job. A second worker takes it over: the stream's abandoned entries become RQ jobs once idle 30 s,
+    an abandoned RQ job is retried by RQ's maintenance once its 30 s timeout plus 10 s passed; every event is
+    then recorded and scored exactly once. Both inboxes run at the same time (own prefix and queues), so the
+    two waits of about a minute overlap."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(kill_mid_job, mode, redis_service.url, log_dir, labelstudio, captured)
+                for mode in ("stream", "rq")]
+        for run in runs:
+            run.result()
 
 
 # -- Label Studio down while routing acts -------------------------------------------------------------------
