@@ -331,6 +331,59 @@ class Ledger:
         pipe.execute()
         return flagged
 
+    # Queue/decode pairs: routing queues the reads of many tasks and annotators on one pipeline, then decodes.
+
+    def queue_gold(self, pipe: Pipeline, project: int, task: int) -> None:
+        """Queue the read of a task's gold (two replies); decode them with :meth:`gold_from`."""
+        pipe.hget(self.keys.annotation_gold(project), task)
+        pipe.hget(self.keys.meta_gold(project), task)
+
+    @classmethod
+    def gold_from(cls, annotation: bytes | None, meta: bytes | None,
+                  label_config: str | None = None) -> list[dict[str, Any]] | None:
+        return cls._gold_from(annotation, meta, label_config)
+
+    def queue_reliabilities(self, pipe: Pipeline, project: int, annotators: list[int]) -> None:
+        """Queue the reads of annotators' records (two replies each); decode with :meth:`reliabilities_from`."""
+        for annotator in annotators:
+            pipe.hgetall(self.keys.annotator_stats(project, annotator))
+            pipe.hgetall(self.keys.annotator_confusion(project, annotator))
+
+    @staticmethod
+    def reliabilities_from(annotators: list[int], raw: list[dict[bytes, bytes]]) -> dict[int, Reliability]:
+        return {a: reliability_from_stats(a, _floats(raw[2 * i]), _floats(raw[2 * i + 1]))
+                for i, a in enumerate(annotators)}
+
+    def queue_all_flags(self, pipe: Pipeline, project: int) -> None:
+        """Queue the read of every annotator's stored signals; decode with :meth:`flags_from`."""
+        pipe.hgetall(self.keys.annotator_flags(project))
+
+    @staticmethod
+    def flags_from(raw: dict[bytes, bytes]) -> dict[int, list[Flag]]:
+        """annotator -> their flags (as :meth:`flags` returns them), for those who have any."""
+        out = {int(a): [Flag(**f) for f in json.loads(v)] for a, v in raw.items() if v}
+        return {a: flags for a, flags in out.items() if flags}
+
+    def queue_contributions(self, pipe: Pipeline, project: int, task: int) -> None:
+        pipe.hgetall(self.keys.task_contributions(project, task))
+
+    @staticmethod
+    def contributions_from(raw: dict[bytes, bytes]) -> dict[int, dict[str, Any]]:
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def queue_task_score(self, pipe: Pipeline, project: int, task: int) -> None:
+        pipe.hgetall(self.keys.task_score(project, task))
+
+    @staticmethod
+    def task_score_from(raw_bytes: dict[bytes, bytes]) -> dict[str, Any]:
+        raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
+        if not raw:
+            return {}
+        number = lambda v: float(v) if v else None  # noqa: E731
+        return {"n": int(raw["n"]), "agreement": number(raw["agreement"]), "consensus": raw["consensus"] or None,
+                "confidence": number(raw["confidence"]), "consensus_share": number(raw["consensus_share"]),
+                "consensus_reached": raw["consensus_reached"] == "1", "posterior": json.loads(raw["posterior"])}
+
     def flags(self, project: int, annotator: int) -> list[Flag]:
         raw = self.redis.hget(self.keys.annotator_flags(project), annotator)
         return [Flag(**f) for f in json.loads(raw)] if raw else []

@@ -456,6 +456,43 @@ class SubmissionStore:
 
     # -- reads ------------------------------------------------------------------------------------------
 
+    # Queue/decode pairs: routing queues the reads of many tasks on one pipeline, then decodes the replies.
+
+    def queue_task_uids(self, pipe: Pipeline, project: int, task: int) -> None:
+        """Queue the read of a task's submission ids; decode the reply with :meth:`uids_from`."""
+        pipe.zrange(self.keys.task_submissions(project, task), 0, -1)
+
+    @staticmethod
+    def uids_from(reply: list[bytes]) -> list[str]:
+        return [u.decode() for u in reply]
+
+    def queue_rows(self, pipe: Pipeline, project: int, unique_ids: list[str]) -> None:
+        """Queue the reads of submission records (one reply each); decode them with :meth:`rows_from`."""
+        for uid in unique_ids:
+            pipe.hgetall(self.keys.submission(project, uid))
+
+    @staticmethod
+    def rows_from(unique_ids: list[str], replies: list[dict[bytes, bytes]]) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The (unique id, record) pairs of :meth:`queue_rows`'s replies, records gone meanwhile left out; hand
+        them to :meth:`decode_rows`."""
+        return [(uid, row) for uid, row in zip(unique_ids, replies, strict=True) if row]
+
+    def queue_project_info(self, pipe: Pipeline, project: int) -> None:
+        pipe.hgetall(self.keys.project_info(project))
+
+    @staticmethod
+    def project_info_from(raw: dict[bytes, bytes]) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def queue_task_info(self, pipe: Pipeline, project: int, task: int) -> None:
+        pipe.hgetall(self.keys.task_info(project, task))
+
+    @staticmethod
+    def task_info_from(task: int, raw: dict[bytes, bytes]) -> TaskInfo | None:
+        if not raw:
+            return None
+        return TaskInfo(id=task, data=json.loads(raw[b"data"]), meta=json.loads(raw[b"meta"]))
+
     def _load(self, project: int, unique_ids: list[str]) -> list[Submission]:
         if not unique_ids:
             return []

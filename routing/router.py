@@ -61,6 +61,7 @@ from routing.inputs import (
 )
 from routing.policy import Policy
 from routing.runtime import Context, job_id
+from routing.snapshot import ProjectSnapshot, read_tasks
 from routing.state import AnnotatorRecord, TaskRoute
 from routing.stopping import WorkerModel, matched_threshold
 
@@ -147,12 +148,25 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
         for annotator in annotators:
             _guard(ctx, summary, project, None,
                    lambda a=annotator: _route_annotator(ctx, policy, project, a, summary), annotator)
-        for task in result.get("tasks") or []:
-            _guard(ctx, summary, project, task, lambda t=task: _route_task(ctx, policy, project, int(t), summary))
+        tasks = [int(t) for t in result.get("tasks") or []]
+        snap = _snapshot(ctx, project, tasks)
+        for task in tasks:
+            _guard(ctx, summary, project, task, lambda t=task: _route_task(ctx, policy, project, t, summary, snap))
     if summary["errors"]:
         raise RoutingError(f"{len(summary['errors'])} routing decision(s) failed for project {project}: "
                            + "; ".join(summary["errors"][:3]))
     return summary
+
+
+def _snapshot(ctx: Context, project: int, tasks: list[int]) -> ProjectSnapshot | None:
+    """Every task's reads in a few round trips; None (each task then reads its own) when that failed."""
+    if not tasks:
+        return None
+    try:
+        return read_tasks(ctx, project, tasks)
+    except Exception:  # the per-task reads fail (or not) task by task, each into the audit log
+        log.exception("batched routing reads failed for project %s; reading task by task", project)
+        return None
 
 
 def _guard(ctx: Context, summary: dict, project: int, task: int | None, step: Callable[[], None],
@@ -193,39 +207,57 @@ def _route_annotator(ctx: Context, policy: Policy, project: int, annotator: int,
     summary["enqueued"].append(job)
 
 
-def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: dict) -> None:
-    label_config = ctx.store.project_info(project).get("label_config")
+def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: dict,
+                snap: ProjectSnapshot | None = None) -> None:
+    # Each read below comes from the call's snapshot (routing.snapshot) when it has the task, else from Redis.
+    pre = snap.tasks.get(task) if snap is not None else None
+    project_info = snap.info if snap is not None else ctx.store.project_info(project)
+    label_config = project_info.get("label_config")
     if not label_config:
         return  # nothing can be compared before the project's config is known (its first event carries it)
-    if ctx.ledger.gold(project, task, label_config) is not None:
+    gold = ctx.ledger.gold_from(*pre.gold_raw, label_config) if pre else ctx.ledger.gold(project, task, label_config)
+    if gold is not None:
         return  # gold items test annotators; they are scored, never routed
-    route = ctx.state.route(project, task)
+    route = pre.route if pre else ctx.state.route(project, task)
     if route.status == "final":
         return
-    subs = ctx.store.task_submissions(project, task)
+    subs = pre.submissions if pre else ctx.store.task_submissions(project, task)
     live = live_submissions(subs)
-    info = ctx.store.task_info(project, task)
+    info = ctx.store.task_info_from(task, pre.info_raw) if pre else ctx.store.task_info(project, task)
     difficulty = predicted_difficulty(info.meta if info else None)
     if difficulty is None:
         # what crowdgate's own difficulty model predicted (ml_backend.training writes it there)
-        difficulty = predicted_difficulty({"difficulty": stored_difficulty(ctx.store.redis, ctx.store.prefix,
-                                                                           project, task)})
+        stored = (float(pre.difficulty_raw) if pre.difficulty_raw is not None else None) if pre else \
+            stored_difficulty(ctx.store.redis, ctx.store.prefix, project, task)
+        difficulty = predicted_difficulty({"difficulty": stored})
     if not live and difficulty is None:
         return  # a new task: Label Studio already serves it
     cat = categorical(label_config)
-    score = ctx.ledger.task_score(project, task) if cat is None else {}
+    score = {}
+    if cat is None:
+        score = ctx.ledger.task_score_from(pre.score_raw) if pre else ctx.ledger.task_score(project, task)
     values = label_values(live, label_config, cat, score.get("consensus"))
     at_submission = ctx.state.tiers_at_submission(project, [(s.unique_id, s.annotator) for s in live],
-                                                  ctx.state.tiers(project), policy.tiers[0].name)
+                                                  snap.tiers if pre else ctx.state.tiers(project),
+                                                  policy.tiers[0].name)
     tiers = {s.annotator: at_submission[s.unique_id] for s in live}
     people = [s.annotator for s in live]
-    flagged = set(ctx.flagged(project, people))
-    rels = ctx.ledger.reliabilities(project, people) if people else {}
+    flagged = set(snap.flagged(ctx, people) if pre else ctx.flagged(project, people))
+    rels = (snap.reliabilities_of(ctx, people) if pre else ctx.ledger.reliabilities(project, people)) \
+        if people else {}
     models: dict[str, WorkerModel] = {}
     if cat is not None and people:
-        contrib = ctx.ledger.contributions(project, task)
+        contrib = ctx.ledger.contributions_from(pre.contributions_raw) if pre else \
+            ctx.ledger.contributions(project, task)
         models = {str(a): worker_model(rels[a], contrib.get(a), cat.classes, policy.overlap.stop) for a in people}
-    threshold = crowd_stop_threshold(ctx, policy, project, cat.classes) if cat is not None else None
+    threshold = None
+    if cat is not None:
+        if snap is not None and cat.classes in snap.stop_thresholds:
+            threshold = snap.stop_thresholds[cat.classes]  # read (or computed and cached) by a task before
+        else:
+            threshold = crowd_stop_threshold(ctx, policy, project, cat.classes)
+            if snap is not None:
+                snap.stop_thresholds[cat.classes] = threshold
     state = task_state(task, live, values, tiers, flagged, route, policy,
                        classes=cat.classes if cat else None, models=models,
                        reliability={a: r.mean for a, r in rels.items()}, difficulty=difficulty,
@@ -241,7 +273,7 @@ def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: 
     # maximum_annotations, or what crowdgate last set): then more labels need no call at all.
     in_label_studio = sum(1 for s in subs if not s.was_cancelled)
     try:
-        slots = max(int(ctx.store.project_info(project).get("maximum_annotations") or 0), route.overlap or 0)
+        slots = max(int(project_info.get("maximum_annotations") or 0), route.overlap or 0)
     except ValueError:
         slots = 0
     _act_on_task(ctx, project, task, decision, route, [s for s in live if s.annotator in counted], values,

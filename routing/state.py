@@ -268,6 +268,26 @@ class RoutingState:
 
     # -- task routes ------------------------------------------------------------------------------------
 
+    def queue_route(self, pipe: redis.client.Pipeline, project: int, task: int) -> None:
+        """Queue the read of a task's route; decode the reply with :meth:`TaskRoute.from_redis`."""
+        pipe.hgetall(self.keys.task_route(project, task))
+
+    def queue_tiers(self, pipe: redis.client.Pipeline, project: int) -> None:
+        """Queue the read of the project's tiers; decode the reply with :meth:`tiers_from`."""
+        pipe.hgetall(self.keys.tiers(project))
+
+    @staticmethod
+    def tiers_from(raw: dict[bytes, bytes]) -> dict[int, str]:
+        return {int(k): v.decode() for k, v in raw.items()}
+
+    def queue_flagged(self, pipe: redis.client.Pipeline, project: int) -> None:
+        """Queue the read of the annotators flagged by hand; decode the reply with :meth:`flagged_from`."""
+        pipe.hgetall(self.keys.flagged(project))
+
+    @staticmethod
+    def flagged_from(raw: dict[bytes, bytes]) -> dict[int, str]:
+        return {int(k): v.decode() for k, v in raw.items()}
+
     def route(self, project: int, task: int) -> TaskRoute:
         return TaskRoute.from_redis(project, task, self.redis.hgetall(self.keys.task_route(project, task)))
 
