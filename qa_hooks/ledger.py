@@ -390,8 +390,7 @@ class Ledger:
 
     def contributions(self, project: int, task: int) -> dict[int, dict[str, Any]]:
         """annotator -> their :class:`~qa_hooks.scoring.Contribution` to ``task`` (as stored, a dict)."""
-        raw = self.redis.hgetall(self.keys.task_contributions(project, task))
-        return {int(k): json.loads(v) for k, v in raw.items()}
+        return self.contributions_from(self.redis.hgetall(self.keys.task_contributions(project, task)))
 
     def annotator_contributions(self, project: int, annotator: int, tasks: list[int]) -> dict[int, dict[str, Any]]:
         """task -> ``annotator``'s contribution to it (as stored, a dict), for those of ``tasks`` that have one."""
@@ -401,13 +400,7 @@ class Ledger:
         return {task: json.loads(raw) for task, raw in zip(tasks, pipe.execute(), strict=True) if raw}
 
     def task_score(self, project: int, task: int) -> dict[str, Any]:
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.task_score(project, task)).items()}
-        if not raw:
-            return {}
-        number = lambda v: float(v) if v else None  # noqa: E731
-        return {"n": int(raw["n"]), "agreement": number(raw["agreement"]), "consensus": raw["consensus"] or None,
-                "confidence": number(raw["confidence"]), "consensus_share": number(raw["consensus_share"]),
-                "consensus_reached": raw["consensus_reached"] == "1", "posterior": json.loads(raw["posterior"])}
+        return self.task_score_from(self.redis.hgetall(self.keys.task_score(project, task)))
 
 
 def _contribution_sums(c: Contribution) -> dict[str, float]:
