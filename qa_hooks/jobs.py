@@ -72,10 +72,14 @@ def score_event(event: dict[str, Any], prefix: str, connection: redis.Redis) -> 
     return Scored(result, unscored)
 
 
-def finish(scored: Scored, prefix: str, connection: redis.Redis) -> None:
-    """Clear the unscored marks of a scored and routed event (a mark written since stays)."""
+def finish(scored: Scored, prefix: str, connection: redis.Redis,
+           route: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Route a scored event (or merged batch), then clear its unscored marks (a mark written since stays);
+    returns the routed result. A failure in ``route`` leaves the marks for the retry."""
+    result = route(scored.result) if route is not None else scored.result
     if scored.unscored and scored.project is not None:
         SubmissionStore(connection, prefix).mark_scored(scored.project, scored.unscored)
+    return result
 
 
 def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None,
@@ -87,10 +91,7 @@ def process_event(event: dict[str, Any], prefix: str = "cg", connection: redis.R
     no-ops, but the marks say which tasks still need scoring and routing.
     """
     connection = connection or current_connection()
-    scored = score_event(event, prefix, connection)
-    result = route(scored.result) if route is not None else scored.result
-    finish(scored, prefix, connection)
-    return result
+    return finish(score_event(event, prefix, connection), prefix, connection, route)
 
 
 def merge(scored: list[Scored]) -> Scored:
@@ -134,8 +135,7 @@ def process_events(events: list[dict[str, Any]], prefix: str = "cg", connection:
     for members in by_project.values():
         merged = merge([s for _, s in members])
         try:
-            routed = route(merged.result) if route is not None else merged.result
-            finish(merged, prefix, connection)
+            routed = finish(merged, prefix, connection, route)
         except REDIS_DOWN:
             raise
         except Exception as exc:
@@ -155,9 +155,7 @@ def process_events(events: list[dict[str, Any]], prefix: str = "cg", connection:
 def _settle_alone(scored: Scored, prefix: str, connection: redis.Redis,
                   route: Callable[[dict[str, Any]], dict[str, Any]] | None) -> dict | Exception:
     try:
-        result = route(scored.result) if route is not None else scored.result
-        finish(scored, prefix, connection)
-        return result
+        return finish(scored, prefix, connection, route)
     except REDIS_DOWN:
         raise
     except Exception as exc:
