@@ -80,31 +80,17 @@ class Inbox:
                         return "duplicate", None
                     todo = event.only({marks[key] for key in fresh})
                     pipe.multi()
+                    # The entry (or RQ's job, which RQ writes into the pipeline) and the marks go in one MULTI/EXEC.
                     if self.mode == "stream":
-                        # The entry and the marks go in one MULTI/EXEC, exactly like the RQ job below.
-                        event_id = uuid.uuid4().hex
+                        queued = uuid.uuid4().hex
                         pipe.xadd(self.keys.inbox(self.queue.name), entry(todo.to_dict(), self.prefix, self.job,
-                                                                          event_id))
-                        for key in fresh:
-                            pipe.set(key, event_id, ex=self.dedup_ttl_s)
-                        pipe.execute()
-                        return "queued", event_id
-                    # RQ writes the job into the transaction: one EXEC persists the job and its marks.
-                    job = self.queue.enqueue(
-                        self.job,
-                        todo.to_dict(),
-                        self.prefix,
-                        retry=RETRY,
-                        failure_ttl=FAILED_JOB_TTL_S,
-                        result_ttl=3600,
-                        job_timeout=EVENT_JOB_TIMEOUT_S,
-                        description=f"{event.action} project={event.project}",
-                        pipeline=pipe,
-                    )
+                                                                          queued))
+                    else:
+                        queued = enqueue_event(self.queue, self.job, todo.to_dict(), self.prefix, pipeline=pipe).id
                     for key in fresh:
-                        pipe.set(key, job.id, ex=self.dedup_ttl_s)
+                        pipe.set(key, queued, ex=self.dedup_ttl_s)
                     pipe.execute()
-                    return "queued", job.id
+                    return "queued", queued
                 except redis.WatchError:
                     # A concurrent delivery of the same annotation got there first, or the connection failed while
                     # watching (redis-py says WatchError for both): look again, within Label Studio's patience.
