@@ -10,20 +10,35 @@ The worker outlives Redis: RQ's own loop quits on a Redis timeout (and its teard
 A job abandoned by a worker that was killed is retried by RQ's maintenance once its execution entry expires:
 the job's timeout plus :data:`ABANDONED_AFTER_S`, checked every :data:`MAINTENANCE_INTERVAL_S` (an event job,
 with its 30 s timeout, is picked up again within about a minute).
+
+Two windows in RQ 3.0 lose a job to a worker killed at the wrong instant, and both are closed here:
+
+- listening on several queues, RQ pops with BLPOP, so a job popped and not yet registered is held nowhere;
+  :class:`ReliableQueue` moves it into the queue's intermediate list (LMOVE), which RQ's maintenance sweeps;
+- RQ registers the execution and marks the job started in two round trips, and its cleanup of expired
+  executions retries only started jobs: :meth:`_Supervised.prepare_execution` does registration, the started
+  mark and the removal from the intermediate list in one transaction, so a job is always in one of the two.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_WORKER_TTL
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
+from rq.job import Job
+from rq.utils import as_text
+from rq.worker import WorkerStatus
 
 from core.settings import Settings, use
 from qa_hooks.inbox import EVENT_JOB_TIMEOUT_S, InboxDrain
@@ -31,13 +46,63 @@ from qa_hooks.inbox import EVENT_JOB_TIMEOUT_S, InboxDrain
 MAINTENANCE_INTERVAL_S = 15
 ABANDONED_AFTER_S = 10
 MAX_BACKOFF_S = 30.0
+IDLE_BLOCK_S = 1
 log = logging.getLogger(__name__)
+
+
+class ReliableQueue(Queue):
+    """Every pop lands in the queue's intermediate list, also when a worker listens on several queues.
+
+    RQ uses LMOVE only for a single queue and BLPOP otherwise (Redis has no blocking move from several lists).
+    Here each queue is tried in order with a non-blocking LMOVE; when all are empty, the worker blocks on the
+    first (the events queue) for :data:`IDLE_BLOCK_S` and tries again, so a job on a later queue of an idle
+    worker waits at most that long.
+    """
+
+    @classmethod
+    def dequeue_any(cls, queues: Iterable[Queue], timeout: int | None, connection: redis.Redis,
+                    job_class: type[Job] | None = None, serializer: Any = None,
+                    death_penalty_class: Any = None) -> tuple[Job, Queue] | None:
+        ordered = list(queues)
+        keys = [queue.key for queue in ordered]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            popped = next((found for key in keys if (found := cls.lmove(connection, key, None)) is not None), None)
+            if popped is None and deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DequeueTimeout(timeout, keys)
+                try:
+                    popped = cls.lmove(connection, keys[0], max(1, min(IDLE_BLOCK_S, math.ceil(left))))
+                except DequeueTimeout:
+                    continue
+            if popped is None:
+                return None
+            queue_key, job_id = (as_text(part) for part in popped)
+            fetched = cls._fetch_dequeued_job(connection, queue_key, job_id, job_class=job_class,
+                                              serializer=serializer, death_penalty_class=death_penalty_class)
+            if fetched is not None:  # None: the job's hash is gone; RQ's sweep drops its id from the list
+                return fetched
 
 
 class _Supervised:
     """Remembers whether the worker was asked to stop (SIGTERM, SIGINT), as against losing Redis."""
 
     stop_asked = False
+
+    def prepare_execution(self, job: Job) -> Execution:
+        # One transaction: registered, started and out of the intermediate list, or none of them (see above).
+        worker: Any = self
+        with worker.connection.pipeline() as pipeline:
+            execution = Execution.create(job, worker.get_heartbeat_ttl(job), pipeline=pipeline,
+                                         worker_name=worker.name)
+            worker.executions[execution.id] = execution
+            worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            job.prepare_for_execution(worker.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            pipeline.lrem(Queue(job.origin, connection=worker.connection).intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        return execution
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stop_asked = True
@@ -144,8 +209,9 @@ def _rq_only(settings: Settings, connection: redis.Redis, names: tuple[str, ...]
     worker_class = ForkingCrowdgateWorker if settings.worker_fork else CrowdgateWorker
 
     def make_worker() -> CrowdgateWorker | ForkingCrowdgateWorker:
-        queues = [Queue(name, connection=connection) for name in names]
-        return worker_class(queues, connection=connection, maintenance_interval=MAINTENANCE_INTERVAL_S)
+        queues = [ReliableQueue(name, connection=connection) for name in names]
+        return worker_class(queues, connection=connection, queue_class=ReliableQueue,
+                            maintenance_interval=MAINTENANCE_INTERVAL_S)
 
     return supervise(make_worker, connection, burst=settings.worker_burst)
 

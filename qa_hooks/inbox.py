@@ -33,8 +33,11 @@ from qa_hooks.jobs import REDIS_DOWN, batch_form, process_event
 
 log = logging.getLogger(__name__)
 
-# Backoff for a job that fails (a Redis hiccup, a bug fixed later): the event is kept, not dropped.
-RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
+# Backoff for a job that fails (a Redis hiccup, a bug fixed later): the event is kept, not dropped. The first
+# retry goes straight back to the queue: a retry with a delay waits for RQ's scheduler, whose lock a killed
+# worker holds for another minute and which a new worker tries to take only every 10 minutes, so a job
+# abandoned by a killed worker would wait that long.
+RETRY = Retry(max=5, interval=[0, 5, 30, 120, 600])
 FAILED_JOB_TTL_S = 30 * 24 * 3600
 # Scoring one event takes milliseconds; the timeout also bounds how long a job abandoned by a killed worker
 # waits before RQ's maintenance retries it (see crowdgate.worker).
