@@ -7,21 +7,25 @@ submits the real crowd workers' labels as Label Studio users, and prints what cr
 annotator's reliability (beside their true accuracy, known from the set's expert answers) and each task's
 consensus against the expert answer.
 
-    crowdgate-demo                  # keeps everything running until Ctrl-C
-    crowdgate-demo --exit           # stops once the summary is printed
+    crowdgate demo                  # keeps everything running until Ctrl-C
+    crowdgate demo --exit           # stops once the summary is printed
+
+``crowdgate-demo`` (:func:`main`) is its old name, kept for one release.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pandas as pd
 import redis
 
+from core.console_scripts import run_alias
 from core.settings import Settings
 from ml_backend.labeling import choice_region
 from qa_hooks.ledger import Ledger
@@ -30,6 +34,19 @@ from scripts.crowd_sets import load_items, load_labels
 from scripts.labelstudio import LabelStudioServer
 from scripts.seed import Seeder, label_config
 from scripts.services import Service, ensure_redis, start_web, start_worker
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the command line chose (see ``crowdgate demo --help``)."""
+
+    tasks: int = 20
+    annotators: int = 0
+    show: int = 6
+    gold_every: int = 5
+    ls_port: int | None = None
+    keep_data: bool = False
+    exit: bool = False
 
 
 def pick_crowd(tasks: int, annotators: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,7 +69,7 @@ def wait_until(check, timeout: float) -> bool:
     return False
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: DemoOptions, settings: Settings) -> int:
     log_dir = Path(settings.demo_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.webhook_secret or "crowdgate-demo-secret"
@@ -166,18 +183,40 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ls_server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crowdgate-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=20, help="RTE items to import (default 20)")
-    parser.add_argument("--annotators", type=int, default=0,
-                        help="replay only the N most active workers (default 0: every label of the items)")
-    parser.add_argument("--show", type=int, default=6, help="annotators to list at each end of the ranking")
-    parser.add_argument("--gold-every", type=int, default=5, help="every Nth item is a gold item (0: none)")
+@click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--tasks", type=int, default=20, show_default=True, help="RTE items to import.")
+@click.option("--annotators", type=int, default=0, show_default=True,
+              help="Replay only the N most active workers (0: every label of the items).")
+@click.option("--show", type=int, default=6, show_default=True, help="Annotators to list at each end of the ranking.")
+@click.option("--gold-every", type=int, default=5, show_default=True, help="Every Nth item is a gold item (0: none).")
+@click.option("--ls-port", type=int, default=None,
+              help="Label Studio's port (default: $CROWDGATE_LS_PORT, or a free one).")
+@click.option("--keep-data", is_flag=True, help="Keep Label Studio's data in $CROWDGATE_DEMO_DIR (.crowdgate/demo).")
+@click.option("--exit", "exit_after", is_flag=True, help="Stop everything once the summary is printed.")
+def demo(tasks: int, annotators: int, show: int, gold_every: int, ls_port: int | None, keep_data: bool,
+         exit_after: bool) -> None:
+    """The demo: Label Studio, crowdgate and a real crowd (RTE, Snow et al. 2008), end to end.
+
+    Starts Redis (REDIS_URL if it answers), a headless Label Studio, crowdgate's web app and an RQ worker;
+    seeds an RTE project with every --gold-every-th item as gold; lets the ML backend pre-label it; submits the
+    real crowd's labels as Label Studio users; and prints each annotator's reliability beside their true
+    accuracy and each task's consensus against the expert answer. Takes a few minutes; logs go to
+    $CROWDGATE_DEMO_DIR. Without --exit everything keeps running (on a terminal) until Ctrl-C.
+
+    Exit code 0 when every submission was recorded and every task pre-labelled and judged, 1 otherwise.
+    """
     settings = Settings.from_env()
-    parser.add_argument("--ls-port", type=int, default=settings.ls_port or None)
-    parser.add_argument("--keep-data", action="store_true", help="keep Label Studio's data in .crowdgate/demo")
-    parser.add_argument("--exit", action="store_true", help="stop everything after the summary")
-    return run(parser.parse_args(argv), settings)
+    options = DemoOptions(tasks=tasks, annotators=annotators, show=show, gold_every=gold_every,
+                          ls_port=(settings.ls_port or None) if ls_port is None else ls_port, keep_data=keep_data,
+                          exit=exit_after)
+    code = run(options, settings)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``crowdgate-demo``: an alias of ``crowdgate demo`` kept for one release; returns the exit code."""
+    return run_alias(demo, argv, alias="crowdgate-demo", name="demo")
 
 
 if __name__ == "__main__":

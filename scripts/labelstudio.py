@@ -7,13 +7,14 @@ A migrated SQLite template database is built once (migrations take ~45 s) and co
 
 The same :class:`LabelStudioServer` serves the command line, the demo and the pytest session fixture::
 
-    crowdgate-labelstudio start            # prints URL, login and API token; Ctrl-C stops it
-    crowdgate-labelstudio install          # only install Label Studio and build the template
+    crowdgate labelstudio start            # prints URL, login and API token; Ctrl-C stops it
+    crowdgate labelstudio install          # only install Label Studio and build the template
+
+``crowdgate-labelstudio`` (:func:`main`) is its old name, kept for one release.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import os
@@ -28,6 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
+from core.console_scripts import run_alias
 from core.labelstudio import LabelStudioClient, LabelStudioError, RetryPolicy
 from core.settings import Settings, current, use
 from scripts import processes
@@ -235,41 +239,80 @@ class LabelStudioServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = use(Settings.from_env())
-    parser = argparse.ArgumentParser(prog="crowdgate-labelstudio", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="start a headless server and keep it running until Ctrl-C")
-    start.add_argument("--port", type=int, default=settings.ls_port or 8080)
-    start.add_argument("--data-dir", type=Path, default=None, help="persistent data dir (default: temporary)")
-    start.add_argument("--username", default=settings.ls_username)
-    start.add_argument("--password", default=settings.ls_password or None)
-    start.add_argument("--token", default=settings.label_studio_api_key or None)
-    sub.add_parser("install", help="install Label Studio into its venv and build the template database")
-    args = parser.parse_args(argv)
+@click.group("labelstudio", context_settings={"help_option_names": ["-h", "--help"]})
+def labelstudio() -> None:
+    """Install or start a real, headless Label Studio 1.23.2 next to crowdgate.
 
-    if args.command == "install":
+    Label Studio lives in a virtual environment of its own ($CROWDGATE_LS_VENV, default
+    ~/.cache/crowdgate/label-studio-1.23.2), installed on first use with a migrated SQLite template database
+    (about a minute, once); each start copies the template (a few seconds). With DJANGO_DB/POSTGRE_* set it
+    uses PostgreSQL instead.
+    """
+    use(Settings.from_env())
+
+
+@labelstudio.command("install", short_help="Install Label Studio into its venv and build the template database.")
+def install_command() -> None:
+    """Install Label Studio into its own venv and build the migrated template database (skipped with
+    PostgreSQL); prints the `label-studio` executable. Does nothing that is already done."""
+    try:
         exe = ensure_installed()
         if not _uses_postgres():
             ensure_template(exe)
-        print(exe)
-        return 0
+    except (LabelStudioServerError, subprocess.CalledProcessError) as exc:
+        raise click.ClickException(f"{exc}; see the output above (CROWDGATE_LS_VENV picks where Label Studio "
+                                   "is installed)") from exc
+    click.echo(exe)
 
-    server = LabelStudioServer(
-        port=args.port, data_dir=args.data_dir, username=args.username, password=args.password, token=args.token
-    )
+
+@labelstudio.command("start", short_help="Start a headless server and keep it running until Ctrl-C.")
+@click.option("--port", type=int, default=None, help="Port (default: $CROWDGATE_LS_PORT, or 8080; a busy one: the "
+              "next free, as Label Studio does).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Persistent data dir (default: a temporary one, removed at the end).")
+@click.option("--username", default=None, help="The admin's login (default: $CROWDGATE_LS_USERNAME, or "
+              "admin@crowdgate.local).")
+@click.option("--password", default=None, help="The admin's password (default: $CROWDGATE_LS_PASSWORD, or a random "
+              "one, printed).")
+@click.option("--token", default=None, help="The admin's API token, at most 40 characters (default: "
+              "$LABEL_STUDIO_API_KEY, or a random one, printed).")
+def start_command(port: int | None, data_dir: Path | None, username: str | None, password: str | None,
+                  token: str | None) -> None:
+    """Start a headless Label Studio and keep it running until Ctrl-C (or SIGTERM).
+
+    Prints its URL, the admin's login, and the LABEL_STUDIO_URL= and LABEL_STUDIO_API_KEY= lines crowdgate's
+    services read.
+    """
+    settings = current()
+    try:
+        server = LabelStudioServer(
+            port=(settings.ls_port or 8080) if port is None else port, data_dir=data_dir,
+            username=settings.ls_username if username is None else username,
+            password=(settings.ls_password or None) if password is None else password,
+            token=(settings.label_studio_api_key or None) if token is None else token,
+        )
+    except ValueError as exc:  # a token Label Studio would refuse
+        raise click.ClickException(f"{exc}: pass a shorter --token or LABEL_STUDIO_API_KEY") from exc
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with server as ls:
-        print(f"Label Studio {LS_VERSION} at {ls.url}")
-        print(f"login: {ls.username} / {ls.password}")
-        print(f"LABEL_STUDIO_URL={ls.url}")
-        print(f"LABEL_STUDIO_API_KEY={ls.token}", flush=True)
-        try:
-            while server._process is not None and server._process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-    return 0
+    try:
+        with server as ls:
+            click.echo(f"Label Studio {LS_VERSION} at {ls.url}")
+            click.echo(f"login: {ls.username} / {ls.password}")
+            click.echo(f"LABEL_STUDIO_URL={ls.url}")
+            click.echo(f"LABEL_STUDIO_API_KEY={ls.token}")
+            try:
+                while server._process is not None and server._process.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+    except LabelStudioServerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``crowdgate-labelstudio``: an alias of ``crowdgate labelstudio`` kept for one release; returns the exit
+    code."""
+    return run_alias(labelstudio, argv, alias="crowdgate-labelstudio", name="labelstudio")
 
 
 if __name__ == "__main__":

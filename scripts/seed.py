@@ -14,15 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.config_folder import ConfigFolder
 from core.labelstudio import LabelStudioClient
+from routing.policy import parse_policy
 
 LABEL_CONFIGS = Path(__file__).resolve().parents[1] / "label_configs"
 SECRET_HEADER = "X-Crowdgate-Secret"
 
 
 def label_config(name: str) -> str:
-    """The XML of ``label_configs/<name>.xml``."""
-    return (LABEL_CONFIGS / f"{name}.xml").read_text()
+    """The XML of the config folder ``label_configs/<name>/`` (its ``config.xml``)."""
+    return (LABEL_CONFIGS / name / "config.xml").read_text()
+
+
+def config_folder(name: str | Path) -> ConfigFolder:
+    """The config folder ``label_configs/<name>/`` (or the folder at a path), read and checked, its policy by
+    crowdgate's policy parser; :class:`core.config_folder.ConfigFolderError` names the file and line of a problem."""
+    path = Path(name)
+    return ConfigFolder.load(path if path.is_dir() or len(path.parts) > 1 else LABEL_CONFIGS / path,
+                             check_policy=parse_policy)
 
 
 @dataclass

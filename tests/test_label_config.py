@@ -12,39 +12,53 @@ from label_studio_sdk.label_interface import LabelInterface
 from core.label_config import Control, DataObject, LabelConfig, LabelConfigError, Option
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "label_configs"
-CONFIGS = sorted(CONFIG_DIR.glob("*.xml"))
+CONFIGS = sorted(CONFIG_DIR.glob("*/config.xml"))
 
 
 def load(name: str) -> LabelConfig:
-    return LabelConfig.parse((CONFIG_DIR / name).read_text())
+    """The shipped config of the folder ``label_configs/<name>/``."""
+    return LabelConfig.parse((CONFIG_DIR / name / "config.xml").read_text())
 
 
 # name -> {control: (type, multiple, labels, to_name, text keys it reads)}, and the config's text fields
 EXPECTED: dict[str, tuple[dict[str, tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[str, ...]]],
                           tuple[str, ...]]] = {
-    "text_classification.xml": (
+    "text_classification": (
         {"sentiment": ("choices", False, ("Positive", "Negative", "Neutral"), ("text",), ("text",))}, ("text",)),
-    "multi_label.xml": (
+    "multi_label": (
         {"topics": ("choices", True, ("Politics", "Business", "Sports", "Technology", "Health", "Entertainment"),
                     ("text",), ("text",))}, ("text",)),
-    "ner.xml": ({"label": ("labels", False, ("PER", "ORG", "LOC", "MISC"), ("text",), ("text",))}, ("text",)),
-    "rating.xml": ({"rating": ("rating", False, (), ("response",), ("response",))}, ("prompt", "response")),
-    "pairwise.xml": (
+    "ner": ({"label": ("labels", False, ("PER", "ORG", "LOC", "MISC"), ("text",), ("text",))}, ("text",)),
+    "sentiment_rating": ({"rating": ("rating", False, (), ("text",), ("text",))}, ("text",)),
+    "pairwise": (
         {"preference": ("pairwise", False, (), ("left", "right"), ("left", "right"))}, ("prompt", "left", "right")),
-    "text_summary.xml": ({"summary": ("textarea", False, (), ("text",), ("text",))}, ("text",)),
-    "image_bbox.xml": ({"label": ("rectanglelabels", False, ("Person", "Car", "Bicycle", "Dog"), ("image",), ())}, ()),
-    "image_polygon.xml": (
+    "text_summary": ({"summary": ("textarea", False, (), ("text",), ("text",))}, ("text",)),
+    "image_bbox": ({"label": ("rectanglelabels", False, ("Person", "Car", "Bicycle", "Dog"), ("image",), ())}, ()),
+    "image_polygon": (
         {"label": ("polygonlabels", False, ("Building", "Road", "Vegetation", "Water"), ("image",), ())}, ()),
-    "taxonomy.xml": (
+    "taxonomy": (
         {"taxonomy": ("taxonomy", False, ("Electronics", "Phones", "Laptops", "Audio", "Headphones", "Speakers",
                                           "Home", "Kitchen", "Furniture", "Clothing", "Men", "Women", "Kids"),
                       ("text",), ("text",))}, ("text",)),
-    "rte.xml": ({"entailment": ("choices", False, ("1", "0"), ("text",), ("text",))}, ("text", "hypothesis")),
+    "rte": ({"entailment": ("choices", False, ("1", "0"), ("text",), ("text",))}, ("text", "hypothesis")),
+    "rlhf_pairwise": (
+        {"preference": ("pairwise", False, (), ("response_a", "response_b"), ("response_a", "response_b")),
+         "strength": ("choices", False, ("slight", "clear", "much"), ("prompt",), ("prompt",)),
+         "rationale": ("textarea", False, (), ("prompt",), ("prompt",))}, ("prompt", "response_a", "response_b")),
+    "chat_rating": (
+        {"helpfulness": ("rating", False, (), ("reply",), ("reply",)),
+         "issues": ("choices", True, ("none", "factual", "context", "unsafe"), ("reply",), ("reply",))},
+        ("dialogue", "reply")),
+    "transcription": ({"transcript": ("textarea", False, (), ("image",), ())}, ()),
+    "content_moderation": (
+        {"verdict": ("choices", False, ("allow", "warn", "remove"), ("text",), ("text",)),
+         "categories": ("choices", True, ("hate", "harassment", "violence", "sexual", "self_harm", "spam"),
+                        ("text",), ("text",))}, ("text",)),
 }
 
 
 def test_every_shipped_config_is_covered() -> None:
-    assert {p.name for p in CONFIGS} == set(EXPECTED)
+    assert {p.parent.name for p in CONFIGS} == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -60,7 +74,7 @@ def test_controls_types_choice_mode_options_and_targets(name: str) -> None:
         assert [o.name for o in control.objects] == list(control.to_name)  # every target exists
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
 def test_agrees_with_the_sdk(path: Path) -> None:
     """The SDK read independently is the oracle for names, tags, targets, options and object values."""
     xml = path.read_text()
@@ -76,13 +90,13 @@ def test_agrees_with_the_sdk(path: Path) -> None:
 
 
 def test_headers_are_the_static_instructions() -> None:
-    assert load("rte.xml").headers == ("Read the text. Is the hypothesis definitely true given the text?",
+    assert load("rte").headers == ("Read the text. Is the hypothesis definitely true given the text?",
                                        "Hypothesis")
-    assert load("ner.xml").headers == ("Highlight every named entity and give it a type.",)
+    assert load("ner").headers == ("Highlight every named entity and give it a type.",)
 
 
 def test_aliases_and_hints() -> None:
-    entailment = load("rte.xml").control("entailment")
+    entailment = load("rte").control("entailment")
     assert entailment.options == (
         Option(value="1", shown="Entailment", hint="The text makes the hypothesis true", alias="1"),
         Option(value="0", shown="No entailment", hint="The hypothesis is false or not supported by the text",
@@ -90,13 +104,13 @@ def test_aliases_and_hints() -> None:
     )
     assert entailment.option("0").name == "No entailment"
     assert entailment.option("No entailment") is None  # results store the alias, never the shown name
-    ner = load("ner.xml").control("label")
+    ner = load("ner").control("label")
     assert [(o.value, o.hint, o.alias) for o in ner.options][:2] == [("PER", "Person", ""), ("ORG", "Organisation", "")]
     assert ner.option("PER").name == "PER"
 
 
 def test_ranges_of_rating_and_number() -> None:
-    rating = load("rating.xml").control("rating")
+    rating = load("sentiment_rating").control("rating")
     assert (rating.low, rating.high) == (1.0, 5.0)
     xml = """<View><Text name="t" value="$t"/><Number name="n" toName="t" min="-2" max="inf"/>
       <Rating name="r" toName="t" maxRating="ten"/><Number name="m" toName="t" min="0" max="10"/></View>"""
@@ -104,11 +118,11 @@ def test_ranges_of_rating_and_number() -> None:
     assert (config.control("n").low, config.control("n").high) == (-2.0, None)  # infinite bounds are no bound
     assert config.control("r").high == 5.0  # Label Studio's default when maxRating is not a number
     assert (config.control("m").low, config.control("m").high) == (0.0, 10.0)
-    assert (load("text_classification.xml").control("sentiment").low, rating.type) == (None, "rating")
+    assert (load("text_classification").control("sentiment").low, rating.type) == (None, "rating")
 
 
 def test_taxonomy_paths_keep_the_nesting_and_store_aliases() -> None:
-    paths = load("taxonomy.xml").control("taxonomy").paths
+    paths = load("taxonomy").control("taxonomy").paths
     assert ("Electronics", "Audio", "Headphones") in paths and ("Home",) in paths and len(paths) == 13
     xml = """<View><Text name="t" value="$t"/><Taxonomy name="tx" toName="t">
       <Choice value="Top" alias="T"><Choice value="Sub"/></Choice></Taxonomy></View>"""
@@ -147,7 +161,7 @@ def test_single_and_multiple_choice_decided_by_the_attribute() -> None:
 
 
 def test_same_xml_gives_the_same_object() -> None:
-    xml = (CONFIG_DIR / "rte.xml").read_text()
+    xml = (CONFIG_DIR / "rte" / "config.xml").read_text()
     first = LabelConfig.parse(xml)
     assert LabelConfig.parse(xml) is first
     assert LabelConfig.parse("".join(xml)) is first  # keyed by the string's value, not its identity
@@ -162,7 +176,7 @@ def test_same_xml_gives_the_same_object() -> None:
 
 
 def test_parsed_configs_are_immutable() -> None:
-    config = load("text_classification.xml")
+    config = load("text_classification")
     control = config.controls[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         control.multiple = True  # type: ignore[misc]
@@ -183,7 +197,7 @@ def test_unparsable_xml_is_a_label_config_error(xml: str) -> None:
 
 
 def test_unknown_control_is_a_label_config_error_with_the_sdk_message() -> None:
-    config = load("text_classification.xml")
+    config = load("text_classification")
     assert config.get("entailment") is None
     with pytest.raises(LabelConfigError, match="Name entailment is not found"):
         config.control("entailment")
