@@ -5,8 +5,9 @@ Run from the repository root::
     python bench/truth.py [--repeats 3] [--sets rte,temp,...]
 
 Prints one JSON line per (data set, method) with our accuracy and time next to crowd-kit's
-``MajorityVote`` / ``DawidSkene(n_iter=100)`` run in the same process (crowd-kit is a benchmark-only
-oracle: ``pip install -r requirements-bench.txt``; when it cannot be imported its fields are null and
+``MajorityVote`` / ``DawidSkene(n_iter=100)`` run in the same process, and crowdgate's per-project refit
+(``qa_hooks.fit``) without gold and with 10 % of the gold clamped (scored on the other 90 %) (crowd-kit is a
+benchmark-only oracle: ``pip install -r requirements-bench.txt``; when it cannot be imported its fields are null and
 the line says why). Times are the best of ``--repeats`` runs of a full fit from the label DataFrame.
 Sets that are not on this machine, and the numeric ``emotion`` set (categorical methods do not
 apply), get a ``"skipped"`` line. The first line describes the environment.
@@ -31,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from qa_hooks.fit import SemiSupervisedDawidSkene  # noqa: E402
 from qa_hooks.truth import DawidSkene, majority_vote, weighted_vote  # noqa: E402
 from scripts.crowd_sets import available, dataset_dir, load_gold, load_labels  # noqa: E402
 
@@ -127,6 +129,31 @@ def bench_set(name: str, repeats: int) -> None:
             converged=model.converged_,
         )
     )
+
+    # crowdgate's refit (qa_hooks.fit, what the worker runs per project): unsupervised, then with 10 % gold.
+    t, tasks = pd.factorize(labels["task"], sort=True)
+    w, workers = pd.factorize(labels["worker"], sort=True)
+    y, classes = pd.factorize(labels["label"], sort=True)
+    task_index = pd.Index(tasks)
+
+    def refit(gold_items: np.ndarray | None = None) -> pd.Series:
+        known = {} if gold_items is None else {int(task_index.get_loc(i)): int(classes.get_loc(gold[i]))
+                                              for i in gold_items if gold[i] in classes}
+        fitted = SemiSupervisedDawidSkene(len(classes)).fit(t, w, y, n_tasks=len(tasks), n_workers=len(workers),
+                                                             gold=known)
+        return pd.Series(classes[fitted.posteriors_.argmax(axis=1)], index=task_index)
+
+    ours, refit_seconds = best_time(refit, repeats)
+    emit(line("crowdgate_refit", ours, refit_seconds, None, note="qa_hooks.fit.SemiSupervisedDawidSkene, no gold"))
+    revealed = np.random.default_rng(0).permutation(gold.index.intersection(task_index).to_numpy())
+    revealed = revealed[: len(revealed) // 10]
+    held_out = gold.drop(revealed)
+    ours, refit_seconds = best_time(lambda: refit(revealed), repeats)
+    record = line("crowdgate_refit_gold_10pct", ours, refit_seconds, None,
+                  note="10 % of the gold clamped; accuracy on the other 90 % (accuracy_all: on all gold)")
+    record["accuracy_all"] = record["accuracy"]
+    record["accuracy"] = accuracy(ours, held_out)
+    emit(record)
 
     weights = model.worker_weights()
     wv, wv_seconds = best_time(lambda: weighted_vote(labels, weights), repeats)

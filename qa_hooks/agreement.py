@@ -27,6 +27,12 @@ Public API
   tasks (NaN where none are shared, and on the diagonal).
 * :func:`by_group` ``(table, groups, metric) -> DataFrame``: a table metric per annotator group
   (cohort, region, tier...) plus the percent agreement between workers of different groups.
+* :func:`weighted_kappa` ``(a, b, weights="linear", order=None) -> float``: Cohen's weighted kappa of two
+  annotators on ordered categories (linear or quadratic disagreement weights).
+* :func:`scott_pi` ``(a, b) -> float``: Scott's pi of two annotators (one pooled chance distribution).
+* :func:`gwet_ac1` ``(table) -> float``: Gwet's AC1 for many raters, robust when one class dominates.
+* :func:`posterior_entropy` ``(posteriors) -> Series``: per-task uncertainty, the entropy of a truth
+  inference's posterior (e.g. ``DawidSkene.posteriors_``).
 
 Counts are built with :func:`numpy.bincount` into dense tasks × categories matrices (``scipy.sparse``
 past :data:`_DENSE_LIMIT` cells) and pair statistics come from matrix products, so no Python loop runs
@@ -60,9 +66,13 @@ __all__ = [
     "cohen_kappa",
     "fleiss_kappa",
     "fleiss_kappa_from_counts",
+    "gwet_ac1",
     "krippendorff_alpha",
     "pairwise_kappa",
     "percent_agreement",
+    "posterior_entropy",
+    "scott_pi",
+    "weighted_kappa",
 ]
 
 #: ``group`` value of the row of :func:`by_group` that compares workers across groups.
@@ -530,3 +540,122 @@ _NAMED_METRICS: dict[str, TableMetric] = {
     "fleiss_kappa": fleiss_kappa,
     "krippendorff_alpha": krippendorff_alpha,
 }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weighted kappa, Scott's pi, Gwet's AC1, posterior entropy
+# ---------------------------------------------------------------------------------------------------
+
+
+def _two_raters(a: Iterable[Hashable], b: Iterable[Hashable], name: str,
+                order: Iterable[Hashable] | None = None) -> tuple[np.ndarray, int]:
+    """The two raters' K × K confusion counts (categories sorted, or in ``order``) and their number of items."""
+    left = pd.Series(list(a), dtype=object)
+    right = pd.Series(list(b), dtype=object)
+    if len(left) != len(right):
+        raise ValueError(f"{name} needs two equal-length sequences, got {len(left)} and {len(right)}")
+    if len(left) == 0:
+        raise ValueError(f"{name} needs at least one labelled item")
+    if left.isna().any() or right.isna().any():
+        raise ValueError(f"{name} inputs contain missing labels")
+    both = pd.concat([left, right], ignore_index=True)
+    if order is None:
+        codes, uniques = factorize(both)
+        n_cat = len(uniques)
+    else:
+        categories = list(order)
+        index = {c: i for i, c in enumerate(categories)}
+        unknown = sorted({str(v) for v in both if v not in index})
+        if unknown:
+            raise ValueError(f"{name}: labels {unknown} are not in order={categories}")
+        codes, n_cat = np.array([index[v] for v in both], dtype=np.intp), len(categories)
+    code_a, code_b = codes[: len(left)], codes[len(left):]
+    confusion = np.bincount(code_a * n_cat + code_b, minlength=n_cat * n_cat).reshape(n_cat, n_cat)
+    return confusion.astype(float), len(left)
+
+
+def weighted_kappa(a: Iterable[Hashable], b: Iterable[Hashable], weights: Literal["linear", "quadratic"] = "linear",
+                   order: Iterable[Hashable] | None = None) -> float:
+    """Cohen's weighted kappa of two annotators on ordered categories.
+
+    Cohen, J. (1968). "Weighted kappa: Nominal scale agreement with provision for scaled disagreement or partial
+    credit". Psychological Bulletin 70(4):213-220. kappa_w = 1 - Σ w_ij o_ij / Σ w_ij e_ij, with o the observed
+    and e the chance (product of the margins) joint distribution and disagreement weights ``|i - j|``
+    (linear) or ``(i - j)²`` (quadratic) over the categories' ranks: sorted, or as listed in ``order`` (e.g.
+    ``["low", "mid", "high"]``). Equals ``sklearn.metrics.cohen_kappa_score(a, b, weights=...)``; NaN when
+    chance disagreement is 0 (one category only).
+    """
+    if weights not in ("linear", "quadratic"):
+        raise ValueError(f"weights must be 'linear' or 'quadratic', got {weights!r}")
+    confusion, n = _two_raters(a, b, "weighted_kappa", order)
+    k = confusion.shape[0]
+    ranks = np.arange(k, dtype=float)
+    distance = np.abs(ranks[:, None] - ranks[None, :])
+    w = distance if weights == "linear" else distance**2
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / n
+    chance = float((w * expected).sum())
+    if chance == 0.0:
+        return float("nan")
+    return 1.0 - float((w * confusion).sum()) / chance
+
+
+def scott_pi(a: Iterable[Hashable], b: Iterable[Hashable]) -> float:
+    """Scott's pi of two annotators who labelled the same items, in the same order.
+
+    Scott, W. A. (1955). "Reliability of content analysis: The case of nominal scale coding". Public Opinion
+    Quarterly 19(3):321-325. pi = (p_o - p_e) / (1 - p_e) with p_e = Σ_c π_c², π_c the share of category c
+    among *both* annotators' labels pooled (Cohen's kappa uses the product of each one's own shares). For two
+    raters this is Fleiss' kappa. NaN when only one category occurs.
+    """
+    confusion, n = _two_raters(a, b, "scott_pi")
+    observed = float(np.trace(confusion)) / n
+    pooled = (confusion.sum(axis=0) + confusion.sum(axis=1)) / (2.0 * n)
+    chance = float((pooled**2).sum())
+    if chance >= 1.0:
+        return float("nan")
+    return (observed - chance) / (1.0 - chance)
+
+
+def gwet_ac1(table: pd.DataFrame) -> float:
+    """Gwet's AC1 for many raters on nominal labels, with missing data.
+
+    Gwet, K. L. (2008). "Computing inter-rater reliability and its variance in the presence of high agreement".
+    British Journal of Mathematical and Statistical Psychology 61(1):29-48. AC1 = (p_a - p_e) / (1 - p_e) with
+    p_a the mean over pairable tasks of Σ_k r_ik (r_ik - 1) / (r_i (r_i - 1)) (as Fleiss' P-bar), and chance
+    agreement p_e = Σ_k π_k (1 - π_k) / (K - 1), π_k the mean over tasks of each task's share r_ik / r_i of
+    category k. Unlike kappa's p_e, this chance term shrinks when one category dominates, so a crowd that
+    agrees on a skewed label set is not scored near 0 (the kappa paradox of Feinstein & Cicchetti 1990).
+    K is the number of categories that occur; NaN when only one does.
+    """
+    coded = _encode(table)
+    counts = _dense(_pairable(_task_category_counts(coded)))
+    if counts.shape[0] == 0:
+        raise ValueError("gwet_ac1 needs at least one task with two or more labels")
+    present = counts.sum(axis=0) > 0
+    counts = counts[:, present]
+    k = counts.shape[1]
+    if k < 2:
+        return float("nan")
+    n = counts.sum(axis=1)
+    p_a = float(((counts * (counts - 1.0)).sum(axis=1) / (n * (n - 1.0))).mean())
+    pi = (counts / n[:, None]).mean(axis=0)
+    p_e = float((pi * (1.0 - pi)).sum()) / (k - 1)
+    return (p_a - p_e) / (1.0 - p_e)
+
+
+def posterior_entropy(posteriors: pd.DataFrame | npt.ArrayLike, base: float | None = None) -> pd.Series:
+    """Per-task uncertainty: the Shannon entropy of each row of a tasks × classes posterior (in nats, or in
+    ``base``), as crowd-kit's ``Entropy`` uncertainty measures a task's label distribution. 0 for a certain
+    task, ``log K`` for a uniform one. Rows must be probability distributions."""
+    frame = posteriors if isinstance(posteriors, pd.DataFrame) else pd.DataFrame(np.asarray(posteriors, dtype=float))
+    values = frame.to_numpy(dtype=float)
+    if values.ndim != 2 or values.shape[1] < 1:
+        raise ValueError("posteriors must be a tasks × classes array")
+    if (values < 0).any() or not np.allclose(values.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("each row of posteriors must be a probability distribution")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(values > 0, values * np.log(values), 0.0)
+    entropy = -terms.sum(axis=1)
+    if base is not None:
+        entropy = entropy / np.log(base)
+    return pd.Series(entropy, index=frame.index, name="entropy")

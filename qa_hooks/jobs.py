@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
+from qa_hooks import refit
 from qa_hooks.events import Event
 from qa_hooks.ledger import Ledger
 from qa_hooks.store import SubmissionStore
@@ -57,6 +58,7 @@ def score_event(event: dict[str, Any], prefix: str, connection: redis.Redis) -> 
             ledger.queue_read(pipe, project, task)
         if project is not None:
             store.queue_unscored(pipe, project, marked)
+            refit.queue_due_check(pipe, prefix, project)
 
     applied = store.apply(parsed, then, (ledger.read_script,))
     replies = applied.then_replies[len(gold_tasks):]
@@ -66,6 +68,8 @@ def score_event(event: dict[str, Any], prefix: str, connection: redis.Redis) -> 
     if project is not None:
         for task in sorted(tasks):
             ledger.rescore(project, task, states.get(task))
+        # Every N new labels one Dawid–Skene refit is queued (deduplicated); the event never waits for it.
+        refit.maybe_enqueue_refit(connection, prefix, project, *replies[len(early) + 1:len(early) + 4])
     annotators = sorted({s.annotator for s in parsed.submissions})
     result = {"action": parsed.action, "project": project, "rescored": len(tasks), "tasks": sorted(tasks),
               "annotators": annotators, **applied.counts}

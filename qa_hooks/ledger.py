@@ -18,6 +18,7 @@ import redis
 from redis.client import Pipeline
 
 from core.keys import Keys
+from qa_hooks.fit import ProjectFit, load_fit
 from qa_hooks.scoring import (
     PRIOR_ALPHA,
     PRIOR_BETA,
@@ -91,6 +92,24 @@ def reliability_from_stats(annotator: int, stats: dict[str, float],
         peer_agreement=pair_sum / pair_n if pair_n >= 1 else None,
         confusion=matrix,
     )
+
+
+def with_fit(rels: dict[int, Reliability], fit: ProjectFit | None) -> dict[int, Reliability]:
+    """Records whose accuracy comes from the project's Dawid–Skene refit where it has seen the annotator: the
+    mean and 90% interval of Beta(prior + expected correct labels, prior + expected wrong ones) under the fit
+    (gold clamped), and its expected (true, given) counts as the confusion; evidence and gold figures unchanged."""
+    if fit is None:
+        return rels
+    out = {}
+    for annotator, rel in rels.items():
+        belief = fit.accuracy(annotator, PRIOR_ALPHA, PRIOR_BETA)
+        if belief is None:
+            out[annotator] = rel
+            continue
+        low, high = beta_interval(*belief)
+        out[annotator] = Reliability(**{**rel.__dict__, "mean": reliability_mean(*belief), "low": low, "high": high,
+                                        "confusion": fit.confusion_counts(annotator)})
+    return out
 
 
 def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
@@ -168,9 +187,16 @@ class Ledger:
     def gold_tasks(self, project: int) -> list[int]:
         """Tasks with a gold answer, from a ground-truth annotation or ``meta["gold"]``."""
         pipe = self.redis.pipeline(transaction=False)
+        self.queue_gold_tasks(pipe, project)
+        return self.gold_tasks_from(*pipe.execute())
+
+    def queue_gold_tasks(self, pipe: Pipeline, project: int) -> None:
+        """Queue the reads of :meth:`gold_tasks` (two replies); decode them with :meth:`gold_tasks_from`."""
         pipe.hkeys(self.keys.annotation_gold(project))
         pipe.hkeys(self.keys.meta_gold(project))
-        marked, meta = pipe.execute()
+
+    @staticmethod
+    def gold_tasks_from(marked: list[bytes], meta: list[bytes]) -> list[int]:
         return sorted({int(t) for t in marked} | {int(t) for t in meta})
 
     def gold(self, project: int, task: int, label_config: str | None = None) -> list[dict[str, Any]] | None:
@@ -249,7 +275,8 @@ class Ledger:
                 stats = _subtract(stats, old[annotator])
             beliefs[annotator] = reliability_mean(*accuracy_posterior(stats))
 
-        score = score_task(submissions, gold, label_config, control_weights, beliefs)
+        score = score_task(submissions, gold, label_config, control_weights, beliefs,
+                           fit=load_fit(self.redis, self.prefix, project))
 
         k = self.keys
         contrib_key = k.task_contributions(project, task)
@@ -295,7 +322,8 @@ class Ledger:
         pipe.hgetall(self.keys.annotator_stats(project, annotator))
         pipe.hgetall(self.keys.annotator_confusion(project, annotator))
         stats, confusion = pipe.execute()
-        return reliability_from_stats(annotator, _floats(stats), _floats(confusion))
+        rel = reliability_from_stats(annotator, _floats(stats), _floats(confusion))
+        return with_fit({annotator: rel}, load_fit(self.redis, self.prefix, project))[annotator]
 
     def reliabilities(self, project: int, annotators: list[int]) -> dict[int, Reliability]:
         pipe = self.redis.pipeline(transaction=False)
@@ -303,14 +331,19 @@ class Ledger:
             pipe.hgetall(self.keys.annotator_stats(project, annotator))
             pipe.hgetall(self.keys.annotator_confusion(project, annotator))
         raw = pipe.execute()
-        return {a: reliability_from_stats(a, _floats(raw[2 * i]), _floats(raw[2 * i + 1]))
-                for i, a in enumerate(annotators)}
+        return self.with_fit(project, self.reliabilities_from(annotators, raw))
+
+    def with_fit(self, project: int, rels: dict[int, Reliability]) -> dict[int, Reliability]:
+        """``rels`` with the accuracy of the project's refit where it has one (:func:`with_fit`)."""
+        return with_fit(rels, load_fit(self.redis, self.prefix, project)) if rels else rels
 
     def refresh_flags(self, project: int, store: SubmissionStore) -> dict[int, list[Flag]]:
         """Evaluate every annotator's low-effort and fraud signals; stores them and returns the flagged ones."""
         annotators = store.annotators(project)
         records = self.reliabilities(project, annotators)
-        prior = class_prior([r.confusion for r in records.values()])
+        fit = load_fit(self.redis, self.prefix, project)
+        # The truth's class shares: the refit's class prior once there is one.
+        prior = fit.class_prior if fit is not None else class_prior([r.confusion for r in records.values()])
         project_times = store.lead_times(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotator in annotators:
@@ -395,9 +428,17 @@ class Ledger:
     def annotator_contributions(self, project: int, annotator: int, tasks: list[int]) -> dict[int, dict[str, Any]]:
         """task -> ``annotator``'s contribution to it (as stored, a dict), for those of ``tasks`` that have one."""
         pipe = self.redis.pipeline(transaction=False)
+        self.queue_annotator_contributions(pipe, project, annotator, tasks)
+        return self.annotator_contributions_from(tasks, pipe.execute())
+
+    def queue_annotator_contributions(self, pipe: Pipeline, project: int, annotator: int, tasks: list[int]) -> None:
+        """Queue :meth:`annotator_contributions`' reads (one reply a task); decode with the ``_from`` below."""
         for task in tasks:
             pipe.hget(self.keys.task_contributions(project, task), annotator)
-        return {task: json.loads(raw) for task, raw in zip(tasks, pipe.execute(), strict=True) if raw}
+
+    @staticmethod
+    def annotator_contributions_from(tasks: list[int], raw: list[bytes | None]) -> dict[int, dict[str, Any]]:
+        return {task: json.loads(value) for task, value in zip(tasks, raw, strict=True) if value}
 
     def task_score(self, project: int, task: int) -> dict[str, Any]:
         return self.task_score_from(self.redis.hgetall(self.keys.task_score(project, task)))

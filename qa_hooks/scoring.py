@@ -7,12 +7,15 @@ reliability, :func:`score_task` computes
 - for each annotator, the task's *contribution* to their record: similarity to gold, soft correctness
   against their peers, raw agreement with peers, and a confusion-count update.
 
-Peers are weighted by their own reliability in the one-coin model of Dawid & Skene (1979): an annotator
-with accuracy ``r`` gives the true class with probability ``r`` and each other class with
-``(1 - r) / (K - 1)``. The soft correctness of an annotator's label on a task is the posterior probability
-of that label given the *other* annotators' labels alone, so nobody vouches for themselves. For configs that
-are not a single single-choice control (spans, boxes, text, ...), soft correctness is the
-reliability-weighted mean similarity to the peers.
+Once the project has a Dawid–Skene refit (:mod:`qa_hooks.refit`, passed as ``fit``), every label counts with its
+annotator's fitted confusion matrix and the fit's class prior (an annotator new since the fit: the pooled crowd):
+the task's consensus and confidence are that posterior, the refit's model applied to the task's labels now.
+Before the first refit, peers are weighted by their own reliability in the one-coin model of Dawid & Skene
+(1979): an annotator with accuracy ``r`` gives the true class with probability ``r`` and each other class with
+``(1 - r) / (K - 1)``. Both go through :func:`qa_hooks.truth.label_posterior`. The soft correctness of an
+annotator's label on a task is the posterior probability of that label given the *other* annotators' labels
+alone, so nobody vouches for themselves. For configs that are not a single single-choice control (spans,
+boxes, text, ...), soft correctness is the reliability-weighted mean similarity to the peers.
 
 The caller stores the contributions per (task, annotator) and adds the difference to the annotator's
 running totals, so rescoring a task replaces its old contribution instead of counting it twice.
@@ -20,15 +23,18 @@ running totals, so rescoring a task replaces its old contribution instead of cou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.label_config import LabelConfig
 from qa_hooks.events import Submission
 from qa_hooks.similarity import compare_results
+from qa_hooks.truth import label_posterior
+
+if TYPE_CHECKING:
+    from qa_hooks.fit import ProjectFit
 
 # Annotators start at a Beta(3.5, 1.5) accuracy belief (mean 0.7): a crowd is better than chance, and
 # without that, peers with no record would carry no weight and nobody's evidence could ever start.
@@ -125,16 +131,24 @@ def _one_coin_posterior(
 ) -> dict[str, float]:
     """Posterior over classes from (label, reliability) votes under the one-coin model, uniform prior."""
     k = len(classes)
-    log_post = dict.fromkeys(classes, 0.0)
+    index = {c: i for i, c in enumerate(classes)}
+    columns = []
     for label, reliability in labels:
         r = min(max(reliability, _CLIP[0]), _CLIP[1])
-        hit, miss = math.log(r), math.log((1.0 - r) / (k - 1))
-        for c in classes:
-            log_post[c] += hit if c == label else miss
-    top = max(log_post.values())
-    weights = {c: math.exp(v - top) for c, v in log_post.items()}
-    total = sum(weights.values())
-    return {c: w / total for c, w in weights.items()}
+        row = [(1.0 - r) / (k - 1)] * k
+        row[index[label]] = r
+        columns.append(row)
+    post = label_posterior(columns, [1.0 / k] * k)
+    return {c: float(p) for c, p in zip(classes, post, strict=True)}
+
+
+def _posterior(labels: Sequence[tuple[int, str]], rel: Mapping[int, float], classes: Sequence[str],
+               fit: ProjectFit | None) -> dict[str, float]:
+    """The task's posterior from (annotator, label) pairs: the refit's model when there is one for these
+    classes, else the one-coin model with the annotators' reliabilities."""
+    if fit is not None and fit.classes == tuple(classes):
+        return fit.posterior([(str(a), label) for a, label in labels])
+    return _one_coin_posterior([(label, rel[a]) for a, label in labels], classes)
 
 
 def score_task(
@@ -144,8 +158,10 @@ def score_task(
     control_weights: Mapping[str, Any] | None,
     reliability: Mapping[int, float],
     consensus_threshold: float = CONSENSUS_THRESHOLD,
+    fit: ProjectFit | None = None,
 ) -> TaskScore:
-    """Score a task. ``reliability`` maps annotator -> current accuracy belief (missing: the prior mean)."""
+    """Score a task. ``reliability`` maps annotator -> current accuracy belief (missing: the prior mean);
+    ``fit`` is the project's stored Dawid–Skene refit, if any (see the module docstring)."""
     prior = reliability_mean(PRIOR_ALPHA, PRIOR_BETA)
     # Gold annotations are the reference, not peers; skips are never compared. One (latest) per annotator.
     latest: dict[int, Submission] = {}
@@ -195,18 +211,18 @@ def score_task(
     share: float | None = None
     if cat:
         given = {s.annotator: label_of(s.result, cat.control) for s in subs}
-        votes = [(label, rel[a]) for a, label in given.items() if label in cat.classes]
+        votes = [(a, label) for a, label in given.items() if label in cat.classes]
         if votes:
-            posterior = _one_coin_posterior(votes, cat.classes)
+            posterior = _posterior(votes, rel, cat.classes, fit)
             consensus = max(posterior, key=posterior.__getitem__)
             confidence = posterior[consensus]
             share = sum(1 for label in given.values() if label == consensus) / len(given)
         for sub in subs:
             mine = given[sub.annotator]
-            peers = [(label, rel[a]) for a, label in given.items() if a != sub.annotator and label in cat.classes]
+            peers = [(a, label) for a, label in given.items() if a != sub.annotator and label in cat.classes]
             if mine is None or mine not in cat.classes or not peers:
                 continue
-            q = _one_coin_posterior(peers, cat.classes)
+            q = _posterior(peers, rel, cat.classes, fit)
             contribution = contributions[sub.annotator]
             contribution.peer = q[mine]
             if gold is None:  # gold already gave a hard count for this task

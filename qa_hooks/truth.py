@@ -25,6 +25,8 @@ Methods
 * :func:`dawid_skene` / :class:`DawidSkene`: the latent-class model of Dawid & Skene (1979),
   "Maximum Likelihood Estimation of Observer Error-Rates Using the EM Algorithm", Journal of the
   Royal Statistical Society C 28(1):20-28, fitted by EM with Dirichlet smoothing (a MAP estimate).
+* :func:`label_posterior`: that model's posterior for one task given its workers' confusion matrices,
+  the one naive-Bayes combination that live scoring, the stopping rule and the benchmarks all call.
 
 This module is pure computation: it reads and writes nothing.
 """
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,7 @@ __all__ = [
     "MajorityVote",
     "WeightedVote",
     "dawid_skene",
+    "label_posterior",
     "log_odds_weights",
     "majority_vote",
     "weighted_vote",
@@ -271,6 +274,37 @@ def log_odds_weights(
         p = min(max(p, eps), 1.0 - eps)
         weights[worker] = max(0.0, math.log((n_classes - 1) * p / (1.0 - p)))
     return weights
+
+
+# ---------------------------------------------------------------------------------------------------
+# One task's posterior
+# ---------------------------------------------------------------------------------------------------
+
+# Floor on a confusion entry: one absurd label must not veto a class forever (log 0).
+MIN_PROBABILITY = 1e-4
+_TINY = float(np.finfo(float).tiny)
+
+
+def label_posterior(columns: Sequence[Sequence[float]] | np.ndarray, prior: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Posterior over the K classes of one task from its labels (Dawid & Skene 1979, the E-step).
+
+    ``columns`` holds one row of K numbers per label: ``P(that label | true class k)`` from its worker's
+    confusion matrix (the column of the reported class); ``prior`` the K class priors. The labels are
+    independent given the class, so the posterior is ``prior * prod(columns)``, normalised (in logs;
+    entries are floored at :data:`MIN_PROBABILITY`). No labels: the prior, normalised.
+
+    Plain floats, not array operations: a task has a handful of labels and classes, and this runs once per
+    annotator of every scored task, where numpy's per-call overhead would cost more than the arithmetic.
+    """
+    log, floor = math.log, MIN_PROBABILITY
+    log_post = [log(max(p, _TINY)) for p in prior]
+    for column in columns:
+        for c, x in enumerate(column):
+            log_post[c] += log(x if x > floor else floor)
+    top = max(log_post)
+    weights = [math.exp(v - top) for v in log_post]
+    total = sum(weights)
+    return np.array(weights) / total
 
 
 # ---------------------------------------------------------------------------------------------------
