@@ -10,7 +10,8 @@ one person their own queue (``/next/?view=V``). Every gold task offered to someo
 - in the exam tier, not locked out: as many gold tasks as their current attempt still needs
   (``qualification.exam_tasks`` minus the gold answered in it), never one they answered or a failed attempt spent;
 - qualified: one gold task they have not answered while their share of gold answers is below ``gold.share``;
-- otherwise (locked out): nothing.
+- otherwise (locked out): nothing;
+- paused for fraud (:mod:`routing.pausing`): nothing, and what they were offered is taken back.
 
 It runs on the routing queue after every event of theirs and every tier change (deterministic job ids, RQ
 ``Retry``), and by hand through :func:`offer_gold`. Only gold tasks Label Studio still serves (fewer
@@ -35,6 +36,7 @@ __all__ = [
     "EXAM_CORRECT_AT",
     "EXAM_FIELD",
     "answers_count",
+    "exam_answers",
     "exam_counts",
     "offer_gold",
     "request_sync",
@@ -66,7 +68,13 @@ def exam_counts(ctx: Context, project: int, annotator: int, exam_tasks: int) -> 
     tasks = [s.task for s in ctx.store.annotator_log(project, annotator)
              if not s.was_cancelled and s.task not in used]
     tasks = list(dict.fromkeys(tasks))
-    contributions = ctx.ledger.annotator_contributions(project, annotator, tasks)
+    return exam_answers(tasks, ctx.ledger.annotator_contributions(project, annotator, tasks), exam_tasks)
+
+
+def exam_answers(tasks: list[int], contributions: dict[int, dict[str, Any]],
+                 exam_tasks: int) -> tuple[int, int, list[int]]:
+    """:func:`exam_counts` from its reads (pure): the annotator's unspent answered ``tasks`` in order and their
+    contributions to them."""
     answered, correct, spent = 0, 0, []
     for t in tasks:
         gold = contributions.get(t, {}).get("gold")
@@ -110,6 +118,8 @@ def wanted_gold(policy: Policy, record: AnnotatorRecord, answered: list[int], go
     ``candidates``: gold tasks they may still get (open, not answered, not spent by a failed attempt), in the
     order to offer them; ``exam_answered``: gold answered in the current exam attempt.
     """
+    if record.paused:
+        return [], "paused for review of their work"
     keep = [t for t in candidates if t in offered]  # stable: what they were offered stays in their queue
     order = keep + [t for t in candidates if t not in offered]
     qual = policy.qualification
@@ -197,7 +207,7 @@ def sync_gold_offer(project: int, annotator: int, reason: str = "", prefix: str 
             view = api.offer_view(project, email, EXAM_FIELD)
             ctx.state.set_exam_view(project, email, view)
         task_lock = TaskDataLock(ctx.connection, prefix)
-        for task in added + removed:
+        for task in removed + added:  # withdrawn first: never two offers in the queue at once
             # Every offer of a gold task lives in one data field, beside training's difficulty: one writer at a time.
             with task_lock.hold(task):
                 set_offer(api, task, email, task in added)
