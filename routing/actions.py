@@ -39,6 +39,7 @@ from routing.state import TaskRoute
 __all__ = [
     "SOURCE_FIELD",
     "apply_tier_change",
+    "candidates",
     "check_deadline",
     "escalate",
     "finalize",
@@ -131,7 +132,8 @@ def reassign(project: int, task: int, version: int, reason: str = "", prefix: st
     return _route_to(ctx, project, task, tier, route, route.escalations, "reassign", reason)
 
 
-def _candidates(ctx: Context, policy: Policy, project: int, tier: str) -> list[Candidate]:
+def candidates(ctx: Context, policy: Policy, project: int, tier: str) -> list[Candidate]:
+    """Everyone at ``tier`` or above in ``project``, with what choosing one of them weighs (flagged included)."""
     tiers = ctx.state.tiers(project)
     floor = policy.tier_index(tier)
     people = [a for a, t in tiers.items() if t in policy.tier_names and policy.tier_index(t) >= floor]
@@ -157,17 +159,17 @@ def _route_to(ctx: Context, project: int, task: int, tier: str, route: TaskRoute
         touched |= {s.annotator for s in ctx.store.task_submissions(route.tier_project, route.tier_task)}
     if route.assigned is not None:
         touched.add(route.assigned)  # who had it and did not finish (skip, deadline) does not get it back
-    candidates = _candidates(ctx, policy, project, tier)
-    ctx.emails(api, [c.annotator_id for c in candidates] + sorted(touched))
-    emails = ctx.state.emails([c.annotator_id for c in candidates])
-    candidates = [Candidate(**{**c.__dict__, "email": emails[c.annotator_id]}) for c in candidates]
+    people = candidates(ctx, policy, project, tier)
+    ctx.emails(api, [c.annotator_id for c in people] + sorted(touched))
+    emails = ctx.state.emails([c.annotator_id for c in people])
+    people = [Candidate(**{**c.__dict__, "email": emails[c.annotator_id]}) for c in people]
     kind_of_server = ctx.edition(api, project)
     if kind_of_server != ENTERPRISE:  # a Community queue is a Data Manager view on the e-mail
-        candidates = [c for c in candidates if c.email]
+        people = [c for c in people if c.email]
     live = live_submissions(subs)
     cat = categorical(ctx.store.project_info(project).get("label_config") or "<View/>") if live else None
     disputed = [v for v in (label_of(s.result, cat.control) for s in live) if v] if cat else []
-    choice = choose_annotator(candidates, policy, tier, exclude=touched, disputed=disputed, now=now,
+    choice = choose_annotator(people, policy, tier, exclude=touched, disputed=disputed, now=now,
                               active_within=ctx.settings.active_within_s)
     chosen = choice.annotator_id
     ctx.audit.record("decision", "assign", project, task, [chosen] if chosen else [], choice.reason,
