@@ -41,7 +41,7 @@ from ml_backend.difficulty import ALPHAS, DifficultyModel, disagreement, missed_
 from ml_backend.features import length_features, task_texts
 from scripts.crowd_sets import load_items, load_labels
 
-CONFIG = (Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text()
+CONFIG = (Path(__file__).resolve().parents[1] / "label_configs" / "rte" / "config.xml").read_text()
 EARLY = 3
 
 

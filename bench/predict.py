@@ -36,7 +36,7 @@ from ml_backend.classifier import EmbeddingClassifier
 from ml_backend.prelabeler import Prelabeler
 from scripts.crowd_sets import load_items
 
-CONFIG = (Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text()
+CONFIG = (Path(__file__).resolve().parents[1] / "label_configs" / "rte" / "config.xml").read_text()
 TRAINED, UNTRAINED = 1, 2  # project ids
 
 

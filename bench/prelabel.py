@@ -76,7 +76,7 @@ def gold_examples(k: int, skip: int) -> list[tuple[dict[str, Any], list[dict[str
 
 
 def rte_config() -> str:
-    path = REPO / "label_configs" / "rte.xml"
+    path = REPO / "label_configs" / "rte" / "config.xml"
     return path.read_text() if path.is_file() else RTE_INLINE
 
 

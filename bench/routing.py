@@ -5,8 +5,10 @@ task from 40 annotators) through :func:`crowdgate.pipeline.handle_events` in bat
 inbox drain runs, against a private redis-server with the default policy bound (so routing decides and enqueues
 its actions). Each path starts from an empty database. The baseline, measured in the same run, is the per-task
 read path (``routing.router._snapshot`` returning None, so every task reads its own state, as before
-routing.snapshot). Round trips are counted at the connection: one per packet sent (a pipeline is one).
-Prints one JSON line per path.
+routing.snapshot; annotators and the call's prelude one at a time too); ``batched_reads`` batches the tasks'
+reads only; ``batched_task_and_annotator_reads`` also the annotators' (``routing.snapshot.read_annotators``), the
+prelude's (``touch_and_read_call``) and the annotators' audit entries. Round trips are counted at the
+connection: one per packet sent (a pipeline is one). Prints one JSON line per path.
 
     python bench/routing.py [--events 2000] [--batch 1000]
 """
@@ -45,14 +47,25 @@ class CountingConnection(redis.Connection):
         super().send_packed_command(command, check_health)
 
 
-def run(url: str, events: list[dict[str, Any]], batch: int, batched_reads: bool) -> dict[str, Any]:
+# Each path: which of the router's batched reads it turns off (their one-at-a-time fallbacks run instead).
+PATHS = {
+    "baseline_per_task_reads": ("_snapshot", "_annotator_snapshot", "_call_reads"),
+    "batched_reads": ("_annotator_snapshot", "_call_reads"),  # tasks batched (routing.snapshot.read_tasks)
+    "batched_task_and_annotator_reads": (),  # + read_annotators, touch_and_read_call, pipelined audit entries
+}
+_OFF = {"_snapshot": lambda ctx, project, tasks: None,
+        "_annotator_snapshot": lambda ctx, policy, project, annotators: {},
+        "_call_reads": lambda ctx, project, annotators, now: None}
+
+
+def run(url: str, events: list[dict[str, Any]], batch: int, path: str) -> dict[str, Any]:
     pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
     connection = redis.Redis(connection_pool=pool)
     connection.flushdb()
     RoutingState(connection, PREFIX).set_policy(PROJECT, DEFAULT_POLICY_FILE.read_text(), "bench")
-    real = routing.router._snapshot
-    if not batched_reads:
-        routing.router._snapshot = lambda ctx, project, tasks: None
+    real = {name: getattr(routing.router, name) for name in _OFF}
+    for name in PATHS[path]:
+        setattr(routing.router, name, _OFF[name])
     failed = 0
     try:
         CountingConnection.sent = 0
@@ -62,8 +75,9 @@ def run(url: str, events: list[dict[str, Any]], batch: int, batched_reads: bool)
         elapsed = time.perf_counter() - start
         trips = CountingConnection.sent
     finally:
-        routing.router._snapshot = real
-    return {"bench": "routing", "path": "batched_reads" if batched_reads else "baseline_per_task_reads",
+        for name, func in real.items():
+            setattr(routing.router, name, func)
+    return {"bench": "routing", "path": path,
             "events": len(events), "batch": batch, "failed": failed, "seconds": round(elapsed, 3),
             "events_per_s": round(len(events) / elapsed, 1), "round_trips_per_event": round(trips / len(events), 2)}
 
@@ -77,8 +91,8 @@ def main() -> None:
     events = [parse_body(stream.body(i)).to_dict() for i in range(args.events)]
     service = start_redis(Path(tempfile.mkdtemp(prefix="crowdgate-bench-routing-")))
     try:
-        for batched in (False, True):
-            print(json.dumps(run(service.url, events, args.batch, batched)), flush=True)
+        for path in PATHS:
+            print(json.dumps(run(service.url, events, args.batch, path)), flush=True)
     finally:
         service.stop()
 

@@ -46,17 +46,30 @@ Scores (:class:`qa_hooks.ledger.Ledger`)
 - ``{p}:p:{pid}:annotator:{uid}:confusion`` (hash): ``"true\\tgiven"`` -> (soft) count.
 - ``{p}:p:{pid}:flags`` (hash): annotator -> their low-effort and fraud signals (JSON), see ``qa_hooks.signals``.
 
+Truth inference (:mod:`qa_hooks.refit`)
+
+- ``{p}:p:{pid}:fit`` (hash): the project's last Dawid–Skene refit: ``model`` (JSON: classes, annotators, their
+  confusion matrices and expected counts, the class prior), ``version``, ``seq`` (the write sequence it saw),
+  ``next_seq`` (the write sequence at which the next refit is due).
+- ``{p}:p:{pid}:fit:posteriors`` (hash): task -> the refit's posterior over the classes (JSON list).
+- ``{p}:p:{pid}:fit:queued`` (string, expires): set while a refit job of the project is queued (one at a time).
+
 Routing (:class:`routing.state.RoutingState`)
 
 - ``{p}:p:{pid}:r:policy`` (hash): ``yaml`` (the policy text), ``origin``, ``set_at``. Absent: the default file.
 - ``{p}:p:{pid}:r:stop_threshold:{settings}`` (string, expires): the crowd-matched stop threshold of one
   stopping rule's settings.
 - ``{p}:p:{pid}:r:tiers`` (hash): annotator -> tier name. Absent: the policy's first tier.
+- ``{p}:p:{pid}:r:cohorts`` (hash): annotator -> cohort, from ``crowdgate seed``'s people CSV.
+- ``{p}:p:{pid}:r:seeded`` (hash): ``<project id>:<setting>`` -> JSON [digest sent, digest Label Studio kept] of a
+  project setting ``crowdgate seed`` wrote (Label Studio rewrites some, e.g. it sanitises ``expert_instruction``).
 - ``{p}:p:{pid}:r:ann:{uid}`` (hash): ``version`` (bumped by every tier change), ``exam_attempts`` (failed).
 - ``{p}:p:{pid}:r:ann:{uid}:exam_used`` (set): gold tasks spent by failed exam attempts.
 - ``{p}:p:{pid}:r:ann:{uid}:offered`` (set): gold tasks offered to the annotator in their exam view now.
 - ``{p}:p:{pid}:r:examviews`` (hash): e-mail -> Data Manager view id of that annotator's exam view.
 - ``{p}:p:{pid}:r:flagged`` (hash): annotator -> why (their labels never count).
+- ``{p}:p:{pid}:r:fraud`` (hash): annotator -> their fraud status (JSON: ``review``, ``paused`` or ``cleared``,
+  reason, evidence, who, when), see ``routing.pausing``.
 - ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see ``routing.state.TaskRoute``.
 - ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
 - ``{p}:p:{pid}:r:subtiers`` (hash): unique_id of a submission -> its author's tier when routing first saw it.
@@ -66,6 +79,18 @@ Routing (:class:`routing.state.RoutingState`)
 - ``{p}:p:{tp}:r:sources`` (hash): escalation task id -> source task id.
 - ``{p}:p:{tp}:r:views`` (hash): e-mail -> Data Manager view id of that annotator's queue.
 - ``{p}:p:{tp}:r:writeback`` (hash): unique_id in the escalation project -> annotation id written to the source.
+- ``{p}:p:{pid}:r:review`` (hash): the project's review queue (:mod:`routing.review`): ``project`` (the review
+  project's id), ``considered`` (finished tasks looked at), ``budget_picked`` (of them, picked by the rate).
+- ``{p}:p:{pid}:r:review:considered`` (set): finished tasks already looked at for review.
+- ``{p}:p:{pid}:r:review:pending`` (set): tasks decided final since the last feed (what it looks at).
+- ``{p}:p:{pid}:r:review:items`` (hash): source task -> its review item (JSON: review task, rule, reason, verdict).
+- ``{p}:p:{pid}:r:review:newcomers`` (hash): annotator -> finished tasks of theirs looked at since they qualified.
+- ``{p}:p:{pid}:r:review:acceptance`` (hash): ``"{uid}:reviewed"`` / ``"{uid}:accepted"`` -> counts.
+- ``{p}:p:{rp}:r:review:verdicts`` (hash): unique_id of a review answer -> the verdict applied (JSON), once.
+- ``{p}:r:reviewprojects`` (hash): review project id -> source project id; ``{p}:r:lock:review:{pid}``
+  (redis-py lock): one creator of a project's review project.
+- ``{p}:p:{pid}:llm:audit`` (hash): unique_id of a human submission -> the LLM audit's verdict (JSON), see
+  ``ml_backend.audit``; ``{p}:p:{pid}:llm:audit:considered`` (set): submissions already sampled or passed over.
 - ``{p}:r:open:{uid}`` (set): ``"pid:tid"`` tasks assigned to the annotator and not answered yet (its load).
 - ``{p}:r:seen`` (zset): annotator -> last time a submission of theirs was scored (availability).
 - ``{p}:r:deadlines`` (zset): ``"pid:tid"`` of escalated tasks -> their deadline.
@@ -88,6 +113,12 @@ ML backend (``ml_backend``)
 - ``{p}:llm:answer:{cache_key}`` (string, expires): a cached LLM answer (JSON), keyed by model, prompt version,
   config and task data.
 - ``{p}:llm:spend:{pid}`` (string): the project's LLM spending in USD.
+
+Metrics (:mod:`crowdgate.metrics`)
+
+- ``{p}:metrics:audit_cursor`` (string): the id of the last audit entry counted into the counters below.
+- ``{p}:metrics:audit_counts`` (hash): ``"kind\\taction"`` -> how many audit entries of that kind and action
+  were written (what ``/metrics`` serves as ``crowdgate_*_total`` counters, the same from every process).
 
 All keys of a deployment share the prefix, so one prefix is one crowdgate's whole state.
 """
@@ -249,6 +280,14 @@ class Keys:
     def tiers(self, project: Id) -> str:
         return f"{self._r(project)}:tiers"
 
+    def cohorts(self, project: Id) -> str:
+        """Hash annotator -> cohort (``crowdgate seed``'s people CSV), for reports that compare groups."""
+        return f"{self._r(project)}:cohorts"
+
+    def seeded(self, project: Id) -> str:
+        """Hash of the settings ``crowdgate seed`` wrote to ``project`` and its escalation projects."""
+        return f"{self._r(project)}:seeded"
+
     def annotator_record(self, project: Id, annotator: Id) -> str:
         return f"{self._r(project)}:ann:{annotator}"
 
@@ -263,6 +302,9 @@ class Keys:
 
     def flagged(self, project: Id) -> str:
         return f"{self._r(project)}:flagged"
+
+    def fraud_status(self, project: Id) -> str:
+        return f"{self._r(project)}:fraud"
 
     def task_route(self, project: Id, task: Id) -> str:
         return f"{self._r(project)}:task:{task}"
@@ -290,6 +332,41 @@ class Keys:
 
     def written_back(self, tier_project: Id) -> str:
         return f"{self._r(tier_project)}:writeback"
+
+    # -- review (routing.review) and the LLM audit (ml_backend.audit) ------------------------------------
+
+    def review(self, project: Id) -> str:
+        return f"{self._r(project)}:review"
+
+    def review_considered(self, project: Id) -> str:
+        return f"{self._r(project)}:review:considered"
+
+    def review_pending(self, project: Id) -> str:
+        return f"{self._r(project)}:review:pending"
+
+    def review_items(self, project: Id) -> str:
+        return f"{self._r(project)}:review:items"
+
+    def review_newcomers(self, project: Id) -> str:
+        return f"{self._r(project)}:review:newcomers"
+
+    def review_acceptance(self, project: Id) -> str:
+        return f"{self._r(project)}:review:acceptance"
+
+    def review_verdicts(self, review_project: Id) -> str:
+        return f"{self._r(review_project)}:review:verdicts"
+
+    def review_projects(self) -> str:
+        return f"{self.prefix}:r:reviewprojects"
+
+    def review_lock(self, project: Id) -> str:
+        return f"{self.prefix}:r:lock:review:{project}"
+
+    def llm_audit(self, project: Id) -> str:
+        return f"{self._p(project)}:llm:audit"
+
+    def llm_audit_considered(self, project: Id) -> str:
+        return f"{self._p(project)}:llm:audit:considered"
 
     def open_tasks(self, annotator: Id) -> str:
         return f"{self.prefix}:r:open:{annotator}"
@@ -329,6 +406,21 @@ class Keys:
     def audit_annotator(self, annotator: Id) -> str:
         return f"{self.prefix}:audit:u:{annotator}"
 
+    # -- truth inference (qa_hooks.refit) -------------------------------------------------------------------
+
+    def truth_fit(self, project: Id) -> str:
+        return f"{self._p(project)}:fit"
+
+    def truth_posteriors(self, project: Id) -> str:
+        return f"{self._p(project)}:fit:posteriors"
+
+    def refit_queued(self, project: Id) -> str:
+        return f"{self._p(project)}:fit:queued"
+
+    def llm_labels(self, project: Id) -> str:
+        """LLM pre-labels' answers per task (qa_hooks.llm_annotator): ``task|llm:<model>:<prompt>`` -> json."""
+        return f"{self._p(project)}:fit:llm"
+
     # -- ML backend -----------------------------------------------------------------------------------------
 
     def difficulty(self, project: Id) -> str:
@@ -342,3 +434,11 @@ class Keys:
 
     def llm_spend(self, project: Id) -> str:
         return f"{self.prefix}:llm:spend:{project}"
+
+    # -- metrics (crowdgate.metrics) -----------------------------------------------------------------------
+
+    def metrics_audit_cursor(self) -> str:
+        return f"{self.prefix}:metrics:audit_cursor"
+
+    def metrics_audit_counts(self) -> str:
+        return f"{self.prefix}:metrics:audit_counts"

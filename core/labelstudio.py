@@ -45,7 +45,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 __all__ = ["COMMUNITY", "ENTERPRISE", "Annotator", "LabelStudioClient", "LabelStudioError", "RetryPolicy",
-           "TokenAuth", "assigned_filter", "offer_filter", "offer_token", "user_id"]
+           "TokenAuth", "annotator_view_title", "assigned_filter", "offer_filter", "offer_token", "user_id"]
 
 COMMUNITY = "community"
 ENTERPRISE = "enterprise"
@@ -103,6 +103,11 @@ def assigned_filter(email: str, field: str = ASSIGNED_FIELD) -> dict[str, Any]:
     """Data Manager filters selecting the tasks whose ``data[field]`` equals ``email`` exactly."""
     return {"conjunction": "and", "items": [
         {"filter": f"filter:tasks:data.{field}", "operator": "equal", "type": "String", "value": email}]}
+
+
+def annotator_view_title(email: str) -> str:
+    """The title of the Data Manager tab holding the tasks assigned to ``email``."""
+    return f"crowdgate: {email}"
 
 
 def offer_token(email: str) -> str:
@@ -366,6 +371,16 @@ class LabelStudioClient:
         """Raw: the server's JSON as is (routing copies settings the SDK's model may not name)."""
         return self.request("GET", f"/api/projects/{project}/")
 
+    def projects(self) -> list[dict[str, Any]]:
+        """Every project of the organisation as plain dicts (id, title, label_config, ...). SDK (``projects.list``,
+        paginated)."""
+        return self._sdk_call("GET", "/api/projects/", lambda: [_as_dict(p) for p in self.sdk.projects.list(
+            page_size=100)])
+
+    def update_project(self, project: int, **fields: Any) -> dict[str, Any]:
+        """PATCH project settings (title, label_config, expert_instruction, ...). Raw: the server's JSON."""
+        return self.request("PATCH", f"/api/projects/{project}/", json=fields)
+
     def create_project(self, title: str, label_config: str, **settings: Any) -> int:
         """SDK (``projects.create``)."""
         created = self._sdk_call("POST", "/api/projects/", lambda: self.sdk.projects.create(
@@ -500,11 +515,20 @@ class LabelStudioClient:
 
     # -- ML backends ------------------------------------------------------------------------------------
 
-    def connect_ml_backend(self, project: int, url: str, title: str = "crowdgate", timeout: float = 60.0) -> int:
-        """Register an ML backend; its id once Label Studio reports it connected. SDK (``ml.create``, ``ml.get``).
+    def ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The project's ML backends as plain dicts (url, auth_method, basic_auth_user, state). Raw."""
+        return self.request("GET", "/api/ml/", params={"project": project}) or []
+
+    def connect_ml_backend(self, project: int, url: str, title: str = "crowdgate", timeout: float = 60.0,
+                           basic_auth: tuple[str, str] | None = None) -> int:
+        """Register an ML backend (with HTTP basic auth when ``basic_auth`` is a (user, password) pair); its id once
+        Label Studio reports it connected. SDK (``ml.create``, ``ml.get``).
         Label Studio then adds a project webhook to ``<url>/webhook`` by itself."""
+        auth: dict[str, Any] = {}
+        if basic_auth:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
         backend = self._sdk_call("POST", "/api/ml/", lambda: self.sdk.ml.create(project=project, url=url,
-                                                                                title=title))
+                                                                                title=title, **auth))
         deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
@@ -535,15 +559,25 @@ class LabelStudioClient:
                              json={"project": project, "data": {"title": title, "filters": filters}})
         return int(reply["id"])
 
-    def _view(self, project: int, title: str, filters: dict[str, Any]) -> int:
+    def find_view(self, project: int, title: str) -> int | None:
+        """The id of ``project``'s Data Manager tab titled ``title``, or None. Raw."""
         for view in self.views(project):
             if (view.get("data") or {}).get("title") == title:
                 return int(view["id"])
-        return self.create_view(project, title, filters)
+        return None
+
+    def _view(self, project: int, title: str, filters: dict[str, Any]) -> int:
+        found = self.find_view(project, title)
+        return found if found is not None else self.create_view(project, title, filters)
 
     def annotator_view(self, project: int, email: str) -> int:
         """The Data Manager tab holding the tasks assigned to ``email`` (reused when it exists)."""
-        return self._view(project, f"crowdgate: {email}", assigned_filter(email))
+        return self._view(project, annotator_view_title(email), assigned_filter(email))
+
+    def assigned_view(self, project: int, email: str) -> int | None:
+        """The tab :meth:`annotator_view` made for ``email`` in ``project`` (routing's queue for them), or None:
+        what an annotator opens to work through the tasks crowdgate assigned them."""
+        return self.find_view(project, annotator_view_title(email))
 
     def offer_view(self, project: int, email: str, field: str) -> int:
         """The Data Manager tab holding the tasks offered to ``email`` in ``data[field]`` (reused when it exists)."""
@@ -577,6 +611,10 @@ class LabelStudioClient:
             self.request("PATCH", f"/api/users/{user['id']}/", json={"active_organization": organization})
         return int(user["id"])
 
+    def update_user(self, user: int, **fields: Any) -> dict[str, Any]:
+        """PATCH a user's profile (``first_name``, ``last_name``, ...). Raw."""
+        return self.request("PATCH", f"/api/users/{int(user)}/", json=fields)
+
     def _submit_user_form(self, path: str, email: str, password: str) -> tuple[requests.Session, requests.Response]:
         """Fill in Label Studio's sign-up or log-in page as a browser would (CSRF cookie, Referer) in a fresh
         session; a 302 means it took, and the session is then logged in."""
@@ -590,10 +628,13 @@ class LabelStudioClient:
         return browser, reply
 
     def invite_annotator(self, email: str, password: str) -> Annotator:
-        """An annotator who can log in, with their token: invite signup, or a login when the e-mail exists.
-        Raw (browser forms: no API covers them).
+        """An annotator who can log in, with their own API token: invite signup (admin ``GET /api/invite``, then
+        the sign-up form with the invite token), or a log-in when the e-mail already has an account with this
+        password. Raw (browser forms: no API covers them). Use :meth:`as_user` with ``.token`` to act as them.
 
         About 0.4 s per user on 1.23.2 (``POST /api/users/`` is faster but makes users who cannot log in).
+        Raises :class:`LabelStudioError` when neither signing up nor logging in works (say, the e-mail belongs
+        to an account made by ``POST /api/users/``, which has no usable password).
         """
         invite = self.request("GET", "/api/invite")["token"]
         try:
@@ -603,11 +644,31 @@ class LabelStudioClient:
                 if reply.status_code != 302:
                     raise LabelStudioError("POST", f"{self.url}/user/login/", reply.status_code,
                                            f"cannot sign up or log in {email}")
-            timeout = (CONNECT_TIMEOUT_S, self.timeout)
+        except requests.RequestException as exc:
+            raise LabelStudioError("POST", f"{self.url}/user/signup/", 0, str(exc)) from exc
+        return self._logged_in(browser, email)
+
+    def log_in(self, email: str, password: str) -> Annotator:
+        """Log in as an existing user through Label Studio's log-in form (CSRF cookie, Referer) and fetch their
+        own API token (``GET /api/current-user/token``). Needs no admin rights: any key opens the client.
+        Raw. Raises :class:`LabelStudioError` (status 401) when the e-mail and password do not log in."""
+        try:
+            browser, reply = self._submit_user_form("/user/login/", email, password)
+        except requests.RequestException as exc:
+            raise LabelStudioError("POST", f"{self.url}/user/login/", 0, str(exc)) from exc
+        if reply.status_code != 302:
+            raise LabelStudioError("POST", f"{self.url}/user/login/", 401,
+                                   f"Label Studio did not log in {email} with that password")
+        return self._logged_in(browser, email)
+
+    def _logged_in(self, browser: requests.Session, email: str) -> Annotator:
+        """The :class:`Annotator` behind a logged-in browser session: their id and their own token."""
+        timeout = (CONNECT_TIMEOUT_S, self.timeout)
+        try:
             token = browser.get(f"{self.url}/api/current-user/token", timeout=timeout)
             who = browser.get(f"{self.url}/api/current-user/whoami", timeout=timeout)
         except requests.RequestException as exc:
-            raise LabelStudioError("POST", f"{self.url}/user/signup/", 0, str(exc)) from exc
+            raise LabelStudioError("GET", f"{self.url}/api/current-user/token", 0, str(exc)) from exc
         if not token.ok or not who.ok:
             raise LabelStudioError("GET", f"{self.url}/api/current-user/token", token.status_code, token.text)
         return Annotator(id=int(who.json()["id"]), email=email, token=token.json()["token"])

@@ -66,6 +66,18 @@ class Settings:
     # Routing is decided once per task and annotator of a batch: a backlog drains faster in larger batches.
     drain_batch: int = _var("CROWDGATE_DRAIN_BATCH", 1000, "worker",
                             "most events the worker scores, then routes, in one batch")
+    # -- admin, dashboard, metrics -----------------------------------------------------------------------
+    admin_token: str = _var("CROWDGATE_ADMIN_TOKEN", "", "web, scripts",
+                            "token of the dashboard and the admin actions (`Authorization: Bearer`, or the "
+                            "dashboard's login form); must differ from the webhook secret",
+                            shown="empty (admin routes answer 403)")
+    dashboard_cache_s: float = _var("CROWDGATE_DASHBOARD_CACHE_S", 5.0, "web",
+                                    "how long the dashboard reuses a project's figures")
+    prometheus_multiproc_dir: str = _var("PROMETHEUS_MULTIPROC_DIR", "", "web",
+                                         "prometheus_client's multiprocess folder (one per deployment; crowdgate-web "
+                                         "removes its `*.db` files at start): `/metrics` adds up every gunicorn "
+                                         "process",
+                                         shown="empty (this process only)")
     # -- ML backend --------------------------------------------------------------------------------------
     ml_basic_auth_user: str = _var("CROWDGATE_ML_BASIC_AUTH_USER", "", "web",
                                    "HTTP basic auth user for the ML backend (set the same pair in Label Studio's "
@@ -121,7 +133,14 @@ class Settings:
                                   "an annotator scored this recently counts as available for reassignment")
     stop_threshold_ttl_s: int = _var("CROWDGATE_STOP_THRESHOLD_TTL_S", 60, "worker",
                                      "how long a project's matched stopping threshold is cached")
+    refit_every: int = _var("CROWDGATE_REFIT_EVERY", 50, "worker",
+                            "new labels after which a project's Dawid–Skene refit is queued (at least; later "
+                            "every `CROWDGATE_REFIT_FRACTION` of its labels)")
+    refit_fraction: float = _var("CROWDGATE_REFIT_FRACTION", 0.05, "worker",
+                                 "growth of a project's labels, as a share, after which it is refitted")
     # -- cron --------------------------------------------------------------------------------------------
+    refit_interval_s: int = _var("CROWDGATE_REFIT_INTERVAL_S", 600, "cron",
+                                 "how often every project with new labels is refitted (0: only from events)")
     reconcile_interval_s: int = _var("CROWDGATE_RECONCILE_INTERVAL_S", 300, "cron",
                                      "how often annotations are read back from Label Studio")
     public_url: str = _var("CROWDGATE_PUBLIC_URL", "", "worker",

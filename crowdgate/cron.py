@@ -2,8 +2,10 @@
 
     crowdgate-cron           # reconcile_and_route every $CROWDGATE_RECONCILE_INTERVAL_S s (300),
                              # refresh_flags every $CROWDGATE_FLAGS_INTERVAL_S s (60),
+                             # evaluate_fraud (routing.pausing.evaluate_all) at the same interval,
                              # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
                              # apply_retention every $CROWDGATE_RETENTION_SWEEP_S s (3600)
+                             # refit_all every $CROWDGATE_REFIT_INTERVAL_S s (600)
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from rq.cron import CronScheduler
 from core.settings import Settings, use
 from crowdgate.pipeline import reconcile_and_route
 from qa_hooks.jobs import refresh_flags
+from qa_hooks.refit import refit_all
 from qa_hooks.retention import apply_retention
 from routing.actions import sweep_deadlines
+from routing.pausing import evaluate_all
 
 
 def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
@@ -31,8 +35,10 @@ def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
     jobs = [
         (reconcile_and_route, events, settings.reconcile_interval_s, 1800, "reconcile_all"),
         (refresh_flags, events, settings.flags_interval_s, 600, "refresh_flags"),
+        (evaluate_all, events, settings.flags_interval_s, 600, "evaluate_fraud"),
         (sweep_deadlines, settings.routing_queue, settings.sla_sweep_s, 600, "sweep_deadlines"),
         (apply_retention, events, settings.retention_sweep_s, 1800, "apply_retention"),
+        (refit_all, events, settings.refit_interval_s, 1800, "refit_all"),
     ]
     kwargs = {"prefix": settings.key_prefix}
     for func, queue, interval, timeout, name in jobs:

@@ -386,6 +386,16 @@ class LLMPredictor:
         self._log_unanswered(done, project, deadline)
         return done
 
+    def complete_json(self, project: str, messages: list[dict[str, Any]], schema: dict[str, Any],
+                      outcome: TaskOutcome) -> Any:
+        """One structured answer outside pre-labelling (the LLM audit, :mod:`ml_backend.audit`), through the same
+        structured-output modes, rate limits, retries, budget cap and cost counting; the parsed JSON object.
+        Raises :class:`BudgetExceeded` when the project's budget is spent, ``ValueError`` on a reply with no JSON."""
+        response, _mode = self._complete(project, lambda _m: messages, schema, n=1, temperature=0.0, logprobs=False,
+                                         outcome=outcome)
+        content = response.choices[0].message.content if response.choices else None
+        return extract_json(content or "")
+
     def _log_unanswered(self, outcomes: list[TaskOutcome], project: str, deadline: float) -> None:
         """One warning per request that leaves tasks to the other models, saying why (an outage, a slow
         endpoint, invalid answers): otherwise a dead endpoint only shows as a drop in pre-label quality."""

@@ -27,6 +27,7 @@ from ml_backend.new_tasks import difficulty_job, has_difficulty_model
 from ml_backend.prelabeler import Prelabeler
 from ml_backend.project_configs import ProjectConfigs
 from ml_backend.training import train_job
+from qa_hooks.llm_annotator import record_predictions
 
 log = logging.getLogger(__name__)
 protocol = Blueprint("ml_backend", __name__)
@@ -170,6 +171,14 @@ def predict():
         # task rather than a 500, which would fail the whole batch for the annotator.
         log.exception("predict failed for project %s", pid)
         results = [{"result": [], "score": 0.0, "model_version": model.model_version} for _ in tasks]
+    trainer = _state()["trainer"]
+    if trainer is not None and pid is not None:
+        # The LLM's answers enter the project's refit as a pseudo-annotator (qa_hooks.llm_annotator); Redis
+        # being down loses them, never the predictions.
+        try:
+            record_predictions(trainer.redis, _state()["settings"].key_prefix, pid, tasks, results, label_config)
+        except redis.RedisError:
+            log.warning("could not store the LLM answers of project %s", pid, exc_info=True)
     version = results[0]["model_version"] if results else model.model_version
     return jsonify({"results": results, "model_version": version})
 

@@ -103,6 +103,20 @@ class AuditLog:
         ts: float | None = None,
     ) -> str:
         """Append one entry; returns its stream id."""
+        keys, args = self._entry(kind, action, project, task, annotators, reason, evidence, job, ts)
+        return self._append(keys=keys, args=args).decode()
+
+    def queue_record(self, pipe: redis.client.Pipeline, kind: str, action: str, project: int | None,
+                     task: int | None = None, annotators: Iterable[int] = (), reason: str = "",
+                     evidence: dict[str, Any] | None = None, job: str = "", ts: float | None = None) -> None:
+        """:meth:`record` queued on ``pipe`` (its reply is the entry's stream id): entries of one pipeline are
+        appended in the order queued, each in its own Lua call, as :meth:`record` appends them."""
+        keys, args = self._entry(kind, action, project, task, annotators, reason, evidence, job, ts)
+        self._append(keys=keys, args=args, client=pipe)
+
+    def _entry(self, kind: str, action: str, project: int | None, task: int | None, annotators: Iterable[int],
+               reason: str, evidence: dict[str, Any] | None, job: str,
+               ts: float | None) -> tuple[list[str], list[str]]:
         if kind not in KINDS:
             raise ValueError(f"audit kind must be one of {KINDS}, got {kind!r}")
         people = sorted({int(a) for a in annotators})
@@ -123,8 +137,7 @@ class AuditLog:
             if task is not None:
                 keys.append(self.keys.audit_task(project, task))
         keys += [self.keys.audit_annotator(a) for a in people]
-        args = [item for pair in values.items() for item in pair]
-        return self._append(keys=keys, args=args).decode()
+        return keys, [item for pair in values.items() for item in pair]
 
     # -- reads ------------------------------------------------------------------------------------------
 

@@ -218,6 +218,10 @@ class TaskState:
     (None: the first labeling tier). ``escalations``: escalations so far (difficulty routing excluded).
     ``escalated_at``: time of the last escalation, seconds (for :func:`check_sla`). ``stop_threshold``: the
     posterior threshold matched to the project's crowd (``overlap.stop.match_overlap``); None: the policy's.
+    ``llm_labels``: ``(pseudo-worker, answer)`` of the LLM pre-labels that may count toward a stop (policy
+    ``llm.counts_toward_stop``, trusted at ``llm.min_accuracy``; already in ``posterior``): never human labels,
+    they count only in the stop rule, as one agreeing voice each, and a stop that needs them needs the posterior
+    at ``llm.stop_threshold``.
     """
 
     task_id: str
@@ -229,6 +233,7 @@ class TaskState:
     escalations: int = 0
     escalated_at: float | None = None
     stop_threshold: float | None = None
+    llm_labels: tuple[tuple[str, str], ...] = ()
 
 
 class TaskAction(StrEnum):
@@ -280,7 +285,7 @@ def counted_labels(task: TaskState, policy: Policy) -> list[TaskLabel]:
 
 def _stop_met(
     votes: Counter[str], leader: str, n: int, posterior: Mapping[str, float] | None, policy: Policy,
-    threshold: float | None = None,
+    threshold: float | None = None, llm_votes: Counter[str] | None = None,
 ) -> tuple[bool, str]:
     overlap = policy.overlap
     stop = overlap.stop
@@ -298,9 +303,12 @@ def _stop_met(
         return False, f"leading answer {gap} votes ahead (< {stop.k})"
     assert posterior is not None
     decision = decide_stop(
-        posterior, votes, threshold=stop.threshold if threshold is None else threshold, min_labels=overlap.min,
-        min_agreeing=stop.min_agreeing,
+        posterior, votes + (llm_votes or Counter()), threshold=stop.threshold if threshold is None else threshold,
+        min_labels=overlap.min, min_agreeing=stop.min_agreeing,
     )
+    if decision.stop and llm_votes and votes[decision.label] < stop.min_agreeing \
+            and decision.confidence < policy.llm.stop_threshold:
+        return False, f"posterior {decision.confidence:.3f} < {policy.llm.stop_threshold} needed with the LLM's voice"
     return decision.stop, decision.reason
 
 
@@ -377,8 +385,9 @@ def decide_task(task: TaskState, policy: Policy) -> TaskDecision:
         return escalate(f"submission by flagged annotator {newest.annotator_id}")
 
     # 4. Confident enough.
-    if n >= overlap.min and leader is not None:
-        met, why = _stop_met(votes, leader, n, task.posterior, policy, task.stop_threshold)
+    llm_votes: Counter[str] = Counter(answer for _, answer in task.llm_labels)
+    if n + sum(llm_votes.values()) >= overlap.min and n and leader is not None:
+        met, why = _stop_met(votes, leader, n, task.posterior, policy, task.stop_threshold, llm_votes)
         evidence["stop"] = why
         if met:
             return final(why, leader)

@@ -121,8 +121,13 @@ def label_values(live: list[Any], label_config: str, cat: Categorical | None,
 def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[int, str], flagged: set[int],
                route: TaskRoute, policy: Policy, *, classes: tuple[str, ...] | None,
                models: dict[str, WorkerModel], reliability: dict[int, float],
-               difficulty: float | None, stop_threshold: float | None = None) -> TaskState:
-    """Inputs of :func:`~routing.decisions.decide_task`; the posterior is computed over the labels that count.
+               difficulty: float | None, stop_threshold: float | None = None,
+               class_prior: list[float] | None = None, default: WorkerModel | None = None,
+               llm_labels: tuple[tuple[str, str], ...] = ()) -> TaskState:
+    """Inputs of :func:`~routing.decisions.decide_task`; the posterior is computed over the labels that count,
+    with ``class_prior`` (uniform when None) and ``default`` as the model of an annotator without one (the
+    policy's prior accuracy when None). ``llm_labels``: the LLM answers that may count toward a stop (their
+    models in ``models``); they join the posterior of a categorical task, never the labels.
 
     ``tiers`` maps each author to the tier they had when they gave that label (not their tier now): a label
     given below the required tier never counts, whatever its author becomes later.
@@ -136,8 +141,10 @@ def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[i
     counted = counted_labels(draft, policy)
     posterior = None
     if counted and classes is not None:
-        posterior = consensus_posterior([(lb.annotator_id, lb.value) for lb in counted], models, classes,
-                                        default=WorkerModel.one_coin(policy.overlap.stop.prior_accuracy, len(classes)))
+        fallback = default or WorkerModel.one_coin(policy.overlap.stop.prior_accuracy, len(classes))
+        llm = [(w, a) for w, a in llm_labels if a in classes]
+        posterior = consensus_posterior([(lb.annotator_id, lb.value) for lb in counted] + llm, models, classes,
+                                        default=fallback, class_prior=class_prior)
     elif counted:
         # Not categorical: reliability-weighted share of each answer among the counted labels.
         weights: dict[str, float] = {}
@@ -147,7 +154,8 @@ def task_state(task: int, live: list[Any], values: dict[int, str], tiers: dict[i
         posterior = {v: w / total for v, w in weights.items()}
     return TaskState(str(task), labels, posterior=posterior, difficulty=difficulty,
                      required_tier=route.required_tier, escalations=route.escalations, escalated_at=route.escalated_at,
-                     stop_threshold=stop_threshold)
+                     stop_threshold=stop_threshold,
+                     llm_labels=tuple((w, a) for w, a in llm_labels if classes is not None and a in classes))
 
 
 def stored_difficulty(connection: redis.Redis, prefix: str, project: int, task: int) -> float | None:

@@ -1,4 +1,4 @@
-"""Per-project routing policy: tiers, qualification exam, gold share, overlap, escalation and SLA.
+"""Per-project routing policy: tiers, qualification exam, gold share, overlap, escalation, SLA and fraud actions.
 
 A policy is a YAML file next to the project's label config (see ``label_configs/default.policy.yaml``, which
 spells out every key with its default). Every key is optional: an empty file gives :data:`DEFAULT_POLICY`.
@@ -27,13 +27,17 @@ import yaml
 
 __all__ = [
     "DEFAULT_POLICY",
+    "Cost",
     "DemoteRule",
     "Escalation",
+    "Fraud",
+    "Llm",
     "Overlap",
     "Policy",
     "PolicyError",
     "PromoteRule",
     "Qualification",
+    "Review",
     "Sla",
     "StopRule",
     "Tier",
@@ -45,6 +49,7 @@ __all__ = [
 StopKind = Literal["fixed", "margin", "posterior"]
 BreachAction = Literal["escalate", "alert"]
 WorkerModelKind = Literal["confusion", "one_coin"]
+WageBasis = Literal["label", "hour"]
 
 
 class PolicyError(ValueError):
@@ -148,12 +153,78 @@ class Escalation:
 
 
 @dataclass(frozen=True)
+class Review:
+    """The reviewer tier's review queue (:mod:`routing.review`) and the LLM audit of human work
+    (:mod:`ml_backend.audit`). ``tier`` None: no review. ``rate``: share of finished tasks a reviewer sees, of
+    which ``random_share`` is drawn at random (an unbiased estimate of the error rate) and the rest by lowest
+    agreement first; on top of it every task of an annotator in their first ``new_annotator_tasks`` tasks after
+    qualifying, and (``llm_disagreements``) every task where the LLM audit disagreed with a human label.
+    ``llm_audit_rate``: share of submitted human annotations the LLM judges (0: off; costs are capped by
+    ``CROWDGATE_LLM_BUDGET_USD`` like pre-labels); submissions on tasks with agreement below
+    ``low_agreement_below``, of flagged annotators and of new annotators are judged first (always)."""
+
+    tier: str | None = "reviewer"
+    rate: float = 0.05
+    random_share: float = 0.2
+    new_annotator_tasks: int = 10
+    llm_disagreements: bool = True
+    llm_audit_rate: float = 0.0
+    low_agreement_below: float = 0.7
+
+
+@dataclass(frozen=True)
 class Sla:
     """Deadline for an escalated task, counted from its escalation; None disables. On breach: ``escalate``
     one tier up (an alert when that is impossible) or ``alert`` only."""
 
     deadline_seconds: float | None = 86400.0
     on_breach: BreachAction = "escalate"
+
+
+@dataclass(frozen=True)
+class Fraud:
+    """What the fraud risk (``qa_hooks.fraud.risk``: -log10 of the Bonferroni-corrected p-value of the strongest
+    signal) makes crowdgate do (:mod:`routing.pausing`). ``review_at``: flag for review (listed, audited; labels
+    still count); ``pause_at``: pause; None disables that action. ``requeue``: on a pause, the tasks the
+    annotator touched go back through routing. Nobody is judged before ``min_submissions``; an annotator an
+    admin cleared is judged again after ``recheck_after`` more submissions."""
+
+    enabled: bool = True
+    min_submissions: int = 5
+    review_at: float | None = 1.5
+    pause_at: float | None = 2.0
+    requeue: bool = True
+    recheck_after: int = 50
+
+
+@dataclass(frozen=True)
+class Cost:
+    """How the cost report prices work (:mod:`crowdgate.report.cost`). ``wage_per``: each tier's ``wage`` is
+    paid per ``label`` (a submitted, not skipped annotation) or per ``hour`` of Label Studio lead time. The
+    platform's fee is ``fee_share`` of the wage plus ``fee_per_label`` per label. ``baseline_overlap``: labels
+    per task of the fixed-overlap baseline the report compares with (None: ``overlap.max``). ``currency`` is
+    only shown."""
+
+    wage_per: WageBasis = "label"
+    fee_share: float = 0.0
+    fee_per_label: float = 0.0
+    baseline_overlap: int | None = None
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class Llm:
+    """The LLM pre-labels as a member of the crowd (:mod:`qa_hooks.llm_annotator`). Its answers always enter the
+    refit as one pseudo-annotator per model and prompt version, never as human labels; ``counts_toward_stop``:
+    whether its answer may also enter the stop rule's posterior and count as one agreeing voice (so one human
+    agreeing with a calibrated LLM above the threshold can stop a task), once its accuracy learnt by the refit
+    reaches ``min_accuracy`` (a weak model's voice never stands in for a human's); a stop that needs the LLM's
+    voice needs the leading answer's posterior at ``stop_threshold`` too (the "p" of "one human agreeing with a
+    calibrated LLM above p", :func:`routing.stopping.decide_stop_with_llm`)."""
+
+    counts_toward_stop: bool = False
+    min_accuracy: float = 0.8
+    stop_threshold: float = 0.95
 
 
 DEFAULT_TIERS: tuple[Tier, ...] = (
@@ -172,10 +243,14 @@ class Policy:
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
     hysteresis_margin: float = 0.05
     qualification: Qualification | None = field(default_factory=Qualification)
+    review: Review = field(default_factory=Review)
     gold_share: float = 0.1
     overlap: Overlap = field(default_factory=Overlap)
     escalation: Escalation = field(default_factory=lambda: Escalation(difficult_start_tier="tier2"))
     sla: Sla = field(default_factory=Sla)
+    fraud: Fraud = field(default_factory=Fraud)
+    llm: Llm = field(default_factory=Llm)
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def tier_names(self) -> tuple[str, ...]:
@@ -376,6 +451,28 @@ def _parse_stop(check: _Checker, raw: Any) -> StopRule:
     )
 
 
+def _parse_review(check: _Checker, raw: Any, names: list[str]) -> Review:
+    path = "review"
+    keys = {"tier", "rate", "random_share", "new_annotator_tasks", "llm_disagreements", "llm_audit_rate",
+            "low_agreement_below"}
+    data = check.section(raw, path, keys)
+    d = Review()
+    # Default: the tier named "reviewer" when the ladder has one, else no review.
+    tier = data.get("tier", d.tier if d.tier in names else None)
+    if tier is not None and tier not in names:
+        check.fail(f"{path}.tier", f"must name a tier ({names}) or be null, got {tier!r}")
+        tier = None
+    return Review(
+        tier=tier,
+        rate=check.number(data, "rate", path, d.rate, 0.0, 1.0),
+        random_share=check.number(data, "random_share", path, d.random_share, 0.0, 1.0),
+        new_annotator_tasks=check.integer(data, "new_annotator_tasks", path, d.new_annotator_tasks, 0),
+        llm_disagreements=check.boolean(data, "llm_disagreements", path, d.llm_disagreements),
+        llm_audit_rate=check.number(data, "llm_audit_rate", path, d.llm_audit_rate, 0.0, 1.0),
+        low_agreement_below=check.number(data, "low_agreement_below", path, d.low_agreement_below, 0.0, 1.0),
+    )
+
+
 def parse_policy(source: str | Mapping[str, Any] | None, *, origin: str | None = None) -> Policy:
     """Validate a policy given as YAML text or an already-parsed mapping (None or empty: all defaults).
 
@@ -387,7 +484,11 @@ def parse_policy(source: str | Mapping[str, Any] | None, *, origin: str | None =
             source = yaml.safe_load(source)
         except yaml.YAMLError as exc:
             raise PolicyError([f"<yaml>: {exc}"], origin) from None
-    top_keys = {"version", "tiers", "hysteresis_margin", "qualification", "gold", "overlap", "escalation", "sla"}
+    top_keys = {"version", "tiers", "hysteresis_margin", "qualification", "gold", "overlap", "escalation", "sla",
+                "fraud"}
+    top_keys.add("review")  # routing.review's section
+    top_keys.add("llm")  # qa_hooks.llm_annotator's section
+    top_keys.add("cost")  # crowdgate.report.cost's section
     data = check.section(source, "", top_keys)
     if source is not None and not isinstance(source, Mapping):
         raise PolicyError(check.errors, origin)
@@ -409,6 +510,8 @@ def parse_policy(source: str | Mapping[str, Any] | None, *, origin: str | None =
 
     tiers = _parse_tiers(check, data.get("tiers"), margin, qualification is not None)
     names = [t.name for t in tiers]
+
+    review = _parse_review(check, data.get("review"), names)
 
     g_data = check.section(data.get("gold"), "gold", {"share"})
     gold_share = check.number(g_data, "share", "gold", 0.1, 0.0, 1.0, open_high=True)
@@ -452,17 +555,64 @@ def parse_policy(source: str | Mapping[str, Any] | None, *, origin: str | None =
         on_breach=check.choice(s_data, "on_breach", "sla", "escalate", ("escalate", "alert")),
     )
 
+    fraud = _parse_fraud(check, data.get("fraud"))
+    l_data = check.section(data.get("llm"), "llm", {"counts_toward_stop", "min_accuracy", "stop_threshold"})
+    llm = Llm(counts_toward_stop=check.boolean(l_data, "counts_toward_stop", "llm", False),
+              min_accuracy=check.number(l_data, "min_accuracy", "llm", 0.8, 0.0, 1.0),
+              stop_threshold=check.number(l_data, "stop_threshold", "llm", 0.95, 0.0, 1.0))
+    cost = _parse_cost(check, data.get("cost"))
+
     if check.errors:
         raise PolicyError(check.errors, origin)
     return Policy(
         tiers=tiers,
         hysteresis_margin=margin,
         qualification=qualification,
+        review=review,
         gold_share=gold_share,
         overlap=overlap,
         escalation=escalation,
         sla=sla,
+        fraud=fraud,
+        llm=llm,
+        cost=cost,
     )
+
+
+def _parse_cost(check: _Checker, raw: Any) -> Cost:
+    path, d = "cost", Cost()
+    data = check.section(raw, path, {"wage_per", "fee_share", "fee_per_label", "baseline_overlap", "currency"})
+    baseline = data.get("baseline_overlap", d.baseline_overlap)
+    if baseline is not None:
+        baseline = check.integer(data, "baseline_overlap", path, 5, 1)
+    currency = data.get("currency", d.currency)
+    if not isinstance(currency, str) or not currency.strip():
+        check.fail(f"{path}.currency", f"must be a non-empty string, got {currency!r}")
+        currency = d.currency
+    return Cost(
+        wage_per=check.choice(data, "wage_per", path, d.wage_per, ("label", "hour")),
+        fee_share=check.number(data, "fee_share", path, d.fee_share, 0.0, 10.0),
+        fee_per_label=check.number(data, "fee_per_label", path, d.fee_per_label, 0.0, math.inf, open_high=True),
+        baseline_overlap=baseline,
+        currency=currency.strip(),
+    )
+
+
+def _parse_fraud(check: _Checker, raw: Any) -> Fraud:
+    keys = {"enabled", "min_submissions", "review_at", "pause_at", "requeue", "recheck_after"}
+    data = check.section(raw, "fraud", keys)
+    d = Fraud()
+    fraud = Fraud(
+        enabled=check.boolean(data, "enabled", "fraud", d.enabled),
+        min_submissions=check.integer(data, "min_submissions", "fraud", d.min_submissions, 1),
+        review_at=check.number(data, "review_at", "fraud", d.review_at, 0.0, 300.0, nullable=True, open_low=True),
+        pause_at=check.number(data, "pause_at", "fraud", d.pause_at, 0.0, 300.0, nullable=True, open_low=True),
+        requeue=check.boolean(data, "requeue", "fraud", d.requeue),
+        recheck_after=check.integer(data, "recheck_after", "fraud", d.recheck_after, 1),
+    )
+    if fraud.review_at is not None and fraud.pause_at is not None and fraud.review_at > fraud.pause_at:
+        check.fail("fraud.review_at", f"must be <= fraud.pause_at ({fraud.pause_at}), got {fraud.review_at}")
+    return fraud
 
 
 def load_policy(path: str | Path) -> Policy:

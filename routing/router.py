@@ -18,6 +18,7 @@ work given below a task's required tier never counts, even after its author is p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,8 +29,10 @@ import redis
 import scipy.stats  # noqa: F401  Ledger.reliability imports it lazily (~1.5 s): pay at worker start, not mid-escalation
 
 from qa_hooks.events import epoch_seconds
+from qa_hooks.fit import ProjectFit, load_fit
+from qa_hooks.llm_annotator import is_llm_worker, task_answers, trusted_llms
 from qa_hooks.scoring import categorical
-from routing import exam
+from routing import exam, review
 from routing.actions import (
     SOURCE_FIELD,
     apply_tier_change,
@@ -43,6 +46,7 @@ from routing.actions import (
 )
 from routing.decisions import (
     AnnotatorAction,
+    AnnotatorDecision,
     TaskAction,
     TaskDecision,
     TaskState,
@@ -59,11 +63,18 @@ from routing.inputs import (
     task_state,
     worker_model,
 )
-from routing.policy import Policy
+from routing.policy import Policy, StopRule
 from routing.runtime import Context, job_id
-from routing.snapshot import ProjectSnapshot, read_tasks
+from routing.snapshot import (
+    AnnotatorSnapshot,
+    CallReads,
+    ProjectSnapshot,
+    read_annotators,
+    read_tasks,
+    touch_and_read_call,
+)
 from routing.state import AnnotatorRecord, TaskRoute
-from routing.stopping import WorkerModel, matched_threshold
+from routing.stopping import WorkerModel, matched_threshold, models_from_fit
 
 __all__ = ["RoutingError", "after_scoring", "crowd_stop_threshold"]
 
@@ -80,27 +91,39 @@ def crowd_stop_threshold(ctx: Context, policy: Policy, project: int, classes: tu
     """The posterior threshold matched to the project's crowd (``overlap.stop.match_overlap``), or None for
     the policy's own threshold (matching off, or fewer than ``match_min_labels`` labels behind the models).
 
-    Computed from every annotator's ledger record and cached for ``CROWDGATE_STOP_THRESHOLD_TTL_S`` seconds: the
-    crowd's quality moves slowly, and reading hundreds of records on every event would not.
+    Computed from the project's Dawid–Skene refit (every annotator's confusion matrix and the class prior; before
+    the first refit, from every annotator's ledger record) and cached for ``CROWDGATE_STOP_THRESHOLD_TTL_S``
+    seconds, and afresh for each new fit: the crowd's quality moves slowly, and recomputing on every event would not.
     """
     stop = policy.overlap.stop
     if stop.rule != "posterior" or stop.match_overlap is None:
         return None
     overlap = policy.overlap
+    fit = project_fit(ctx, project, classes)
+    # Paused or hand-flagged annotators are not part of the crowd a stop is matched to (routing.pausing).
+    left_out = {str(a) for a in ctx.state.flagged(project)}
+    # Nor the LLM's pseudo-annotators: the threshold is matched to the human crowd (qa_hooks.llm_annotator).
+    left_out |= {str(w) for w in (fit.workers if fit is not None else ()) if is_llm_worker(w)}
     key = (f"{stop.match_overlap}:{stop.match_lead}:{overlap.min}:{overlap.max}:{stop.min_agreeing}:"
-           f"{stop.worker_model}:{stop.prior_accuracy}:{','.join(classes)}")
+           f"{stop.worker_model}:{stop.prior_accuracy}:{','.join(classes)}:fit{fit.version if fit else '-'}"
+           + (f":without{hashlib.sha1(','.join(sorted(left_out)).encode()).hexdigest()[:12]}" if left_out else ""))
     found, cached = ctx.state.stop_threshold(project, key)
     if found:
         return cached
-    annotators = ctx.store.annotators(project)
-    rels = ctx.ledger.reliabilities(project, annotators) if annotators else {}
-    models = [worker_model(rel, None, classes, stop) for rel in rels.values()]
+    prior = None
+    if fit is not None:  # the refit's worker models and class prior, as the task posteriors use them
+        models = list(fit_models(fit, [w for w in fit.workers if str(w) not in left_out], stop).values())
+        prior = list(fit.prior)
+    else:  # before the first refit: the ledger's records, uniform class prior
+        annotators = [a for a in ctx.store.annotators(project) if str(a) not in left_out]
+        rels = ctx.ledger.reliabilities(project, annotators) if annotators else {}
+        models = [worker_model(rel, None, classes, stop) for rel in rels.values()]
     labels = float(sum(m.n_labels for m in models))
     threshold = None
     if models and labels >= stop.match_min_labels:
-        # Uniform class prior, as in the task posteriors this threshold is compared with; past overlap.max a
-        # task leaves this tier, so the simulated rule stops there with its best answer.
-        matched = matched_threshold(models, None, overlap=stop.match_overlap, lead=stop.match_lead,
+        # The class prior the task posteriors this threshold is compared with use; past overlap.max a task
+        # leaves this tier, so the simulated rule stops there with its best answer.
+        matched = matched_threshold(models, prior, overlap=stop.match_overlap, lead=stop.match_lead,
                                     min_labels=overlap.min, min_agreeing=stop.min_agreeing, max_labels=overlap.max)
         threshold = matched.threshold
         ctx.audit.record("decision", "stop_threshold", project, reason=(
@@ -109,6 +132,38 @@ def crowd_stop_threshold(ctx: Context, policy: Policy, project: int, classes: tu
             f"{stop.match_overlap}"), evidence={**asdict(matched), "labels": labels, "annotators": len(models)})
     ctx.state.set_stop_threshold(project, key, threshold, labels, ctx.settings.stop_threshold_ttl_s)
     return threshold
+
+
+def project_fit(ctx: Context, project: int, classes: tuple[str, ...]) -> ProjectFit | None:
+    """The project's stored Dawid–Skene refit (``qa_hooks.refit``) when it is over these classes."""
+    fit = load_fit(ctx.store.redis, ctx.prefix, project)
+    return fit if fit is not None and fit.classes == tuple(classes) else None
+
+
+def fit_models(fit: ProjectFit, workers: list[str], stop: StopRule) -> dict[str, WorkerModel]:
+    """The stop rule's worker models from the refit: confusion matrices, or one accuracy each with ``one_coin``."""
+    models = models_from_fit(fit, workers)
+    if stop.worker_model != "one_coin":
+        return models
+    k = len(fit.classes)
+    return {w: WorkerModel.one_coin(min(max(m.accuracy, 1.0 / k + 1e-3), 0.999), k, m.n_labels)
+            for w, m in models.items()}
+
+
+def llm_stop_labels(ctx: Context, policy: Policy, project: int, task: int, fit: ProjectFit
+                    ) -> tuple[tuple[tuple[str, str], ...], dict[str, WorkerModel]]:
+    """The task's LLM answers that may count toward its stop (``llm.counts_toward_stop``): those of the fit's LLM
+    pseudo-annotators whose learnt accuracy reaches ``llm.min_accuracy``, with their models; none when Redis
+    cannot say (the stop then rests on the humans alone)."""
+    names = [str(w) for w in fit.workers if is_llm_worker(w)]
+    models = fit_models(fit, names, policy.overlap.stop) if names else {}
+    trusted = sorted(trusted_llms({w: m.accuracy for w, m in models.items()}, policy.llm.min_accuracy))
+    try:
+        answers = task_answers(ctx.store.redis, ctx.prefix, project, task, trusted)
+    except redis.RedisError:
+        log.warning("could not read the LLM answers of task %s of project %s", task, project, exc_info=True)
+        return (), {}
+    return tuple((a.worker, a.label) for a in answers), {a.worker: models[a.worker] for a in answers}
 
 
 def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.Redis | None = None) -> dict:
@@ -124,14 +179,29 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
         return summary
     now = time.time()
     annotators = [int(a) for a in result.get("annotators") or []]
-    ctx.state.touch(annotators, now)
-    link = ctx.state.tier_project_link(project)
+    call = _call_reads(ctx, project, annotators, now)
+    if call is None:
+        ctx.state.touch(annotators, now)
+    review_of = call.review_of if call is not None else review.review_source(ctx, project)
+    if review_of is not None:  # a reviewer's verdict in a review project (routing.review)
+        for review_task in result.get("tasks") or []:
+            _guard(ctx, summary, project, review_task, lambda t=review_task: review.after_review_task(
+                ctx, project, review_of, int(t), summary))
+        if summary["errors"]:
+            raise RoutingError(f"{len(summary['errors'])} review step(s) failed for project {project}: "
+                               + "; ".join(summary["errors"][:3]))
+        return summary
+    link = call.link if call is not None else ctx.state.tier_project_link(project)
     # Until a policy is bound to a project, routing only shows what it would do (CROWDGATE_ROUTE_UNBOUND=1
     # acts on the default policy too): nothing in Label Studio changes behind an admin's back.
-    ctx.dry_run = link is None and not ctx.state.policy_bound(project) and not ctx.settings.route_unbound
+    bound = call.policy_bound if call is not None else link is None and ctx.state.policy_bound(project)
+    ctx.dry_run = link is None and not bound and not ctx.settings.route_unbound
     summary["dry_run"] = ctx.dry_run
     try:
-        policy = ctx.state.policy(project)
+        if call is not None and link is None:
+            policy = ctx.state.policy_from(*ctx.state.policy_source_from(project, call.policy_raw))
+        else:  # an escalation project follows its source project's policy
+            policy = ctx.state.policy(project)
     except Exception as exc:
         ctx.audit.record("error", "load_policy", project, reason=f"{type(exc).__name__}: {exc}")
         raise
@@ -140,22 +210,31 @@ def after_scoring(result: dict[str, Any], prefix: str = "cg", connection: redis.
             _guard(ctx, summary, project, tier_task,
                    lambda t=tier_task: _after_tier_task(ctx, policy, project, link, int(t), summary))
     else:
-        if not ctx.state.prepared(project):
+        if not (call.prepared if call is not None else ctx.state.prepared(project)):
             job = ctx.enqueue(prepare_project, job_id(ctx.prefix, "prepare", project), project=project,
                               prefix=ctx.prefix)
             if job:
                 summary["enqueued"].append(job)
-        for annotator in annotators:
-            _guard(ctx, summary, project, None,
-                   lambda a=annotator: _route_annotator(ctx, policy, project, a, summary), annotator)
+        _route_annotators(ctx, policy, project, annotators, summary)
         tasks = [int(t) for t in result.get("tasks") or []]
         snap = _snapshot(ctx, project, tasks)
         for task in tasks:
             _guard(ctx, summary, project, task, lambda t=task: _route_task(ctx, policy, project, t, summary, snap))
+        # The review feed once a task is final, the LLM audit of new human work (routing.review).
+        _guard(ctx, summary, project, None, lambda: review.after_routing(ctx, policy, project, tasks, summary))
     if summary["errors"]:
         raise RoutingError(f"{len(summary['errors'])} routing decision(s) failed for project {project}: "
                            + "; ".join(summary["errors"][:3]))
     return summary
+
+
+def _call_reads(ctx: Context, project: int, annotators: list[int], now: float) -> CallReads | None:
+    """The touch and the prelude's reads in one round trip; None (each then done on its own) when that failed."""
+    try:
+        return touch_and_read_call(ctx, project, annotators, now)
+    except Exception:  # the direct reads fail (or not) where they always did
+        log.exception("batched prelude reads failed for project %s; reading them one by one", project)
+        return None
 
 
 def _snapshot(ctx: Context, project: int, tasks: list[int]) -> ProjectSnapshot | None:
@@ -174,30 +253,109 @@ def _guard(ctx: Context, summary: dict, project: int, task: int | None, step: Ca
     try:
         step()
     except Exception as exc:
-        log.exception("routing failed for project %s task %s annotator %s", project, task, annotator)
-        message = f"{type(exc).__name__}: {exc}"
-        summary["errors"].append(message)
+        _failed(ctx, summary, project, task, annotator, exc)
+
+
+def _failed(ctx: Context, summary: dict, project: int, task: int | None, annotator: int | None,
+            exc: Exception) -> None:
+    log.error("routing failed for project %s task %s annotator %s", project, task, annotator, exc_info=exc)
+    message = f"{type(exc).__name__}: {exc}"
+    summary["errors"].append(message)
+    try:
+        ctx.audit.record("error", "decide", project, task, [annotator] if annotator is not None else [], message)
+    except redis.RedisError:
+        log.exception("could not audit a routing failure")
+
+
+def _annotator_snapshot(ctx: Context, policy: Policy, project: int,
+                        annotators: list[int]) -> dict[int, AnnotatorSnapshot]:
+    """Every annotator's reads in a few round trips; empty (each annotator then reads its own) when that failed."""
+    try:
+        return read_annotators(ctx, project, annotators, policy)
+    except Exception:  # the one-at-a-time reads fail (or not) annotator by annotator, each into the audit log
+        log.exception("batched annotator reads failed for project %s; reading annotator by annotator", project)
+        return {}
+
+
+# An annotator's decision waiting for its audit entry: (annotator, record, decision, exam tasks spent, snapshot).
+_Decided = tuple[int, AnnotatorRecord, AnnotatorDecision, list[int], AnnotatorSnapshot | None]
+
+
+def _route_annotators(ctx: Context, policy: Policy, project: int, annotators: list[int], summary: dict) -> None:
+    """Decide for each annotator (from the call's annotator snapshot where it has them), append the decisions
+    to the audit log in one pipeline, in order, then enqueue each one's gold sync and tier change.
+
+    An annotator whose decision fails has the decisions before it appended first, then its error, as one at a
+    time; if the audit pipeline fails, each of its annotators gets an error and nothing of theirs is enqueued.
+    """
+    snap = _annotator_snapshot(ctx, policy, project, annotators)
+    pipe = ctx.connection.pipeline(transaction=False)
+    queued: list[_Decided] = []
+    decided: list[_Decided] = []
+
+    def append_audits() -> None:
+        if not queued:
+            return
+        batch = list(queued)
+        queued.clear()
         try:
-            ctx.audit.record("error", "decide", project, task, [annotator] if annotator is not None else [], message)
-        except redis.RedisError:
-            log.exception("could not audit a routing failure")
+            pipe.execute()
+        except Exception as exc:
+            pipe.reset()
+            for annotator, *_ in batch:
+                _failed(ctx, summary, project, None, annotator, exc)
+            return
+        decided.extend(batch)
+
+    for annotator in annotators:
+        pre = snap.get(annotator)
+        try:
+            record, decision, spent = _decide_annotator(ctx, policy, project, annotator, pre)
+            evidence = {**decision.evidence, "tier_after": decision.tier, "version": record.version, **ctx.mode}
+            ctx.audit.queue_record(pipe, "decision", f"annotator:{decision.action}", project, None, [annotator],
+                                   decision.reason, evidence)
+        except Exception as exc:
+            append_audits()
+            _failed(ctx, summary, project, None, annotator, exc)
+            continue
+        queued.append((annotator, record, decision, spent, pre))
+    append_audits()
+    for annotator, record, decision, spent, pre in decided:
+        summary["decisions"].append({"annotator": annotator, "action": str(decision.action), "tier": decision.tier})
+        _guard(ctx, summary, project, None,
+               lambda a=annotator, r=record, d=decision, s=spent, p=pre: _act_on_annotator(
+                   ctx, project, a, r, d, s, p, summary), annotator)
 
 
-def _route_annotator(ctx: Context, policy: Policy, project: int, annotator: int, summary: dict) -> None:
-    record = ctx.state.annotator(project, annotator, policy)
-    if record.flagged is None:
-        record = AnnotatorRecord(**{**record.__dict__, "flagged": ctx.flagged(project, [annotator]).get(annotator)})
-    rel = ctx.ledger.reliability(project, annotator)
-    attempt = None
-    spent: list[int] = []
-    if policy.qualification is not None and record.tier == policy.tiers[0].name:
-        answered, correct, spent = exam.exam_counts(ctx, project, annotator, policy.qualification.exam_tasks)
-        attempt = (answered, correct)
-    decision = decide_annotator(annotator_state(record, rel, attempt), policy)
-    evidence = {**decision.evidence, "tier_after": decision.tier, "version": record.version, **ctx.mode}
-    ctx.audit.record("decision", f"annotator:{decision.action}", project, None, [annotator], decision.reason, evidence)
-    summary["decisions"].append({"annotator": annotator, "action": str(decision.action), "tier": decision.tier})
-    exam.request_sync(ctx, project, annotator, record.version, summary)
+def _decide_annotator(ctx: Context, policy: Policy, project: int, annotator: int,
+                      pre: AnnotatorSnapshot | None) -> tuple[AnnotatorRecord, AnnotatorDecision, list[int]]:
+    """(record, decision, exam tasks spent) of one annotator, from ``pre`` or read one at a time."""
+    if pre is not None:
+        record, rel, counts = pre.record, pre.reliability, pre.exam
+    else:
+        record = ctx.state.annotator(project, annotator, policy)
+        if record.flagged is None:
+            record = AnnotatorRecord(**{**record.__dict__,
+                                        "flagged": ctx.flagged(project, [annotator]).get(annotator)})
+        rel = ctx.ledger.reliability(project, annotator)
+        counts = None
+        if policy.qualification is not None and record.tier == policy.tiers[0].name:
+            counts = exam.exam_counts(ctx, project, annotator, policy.qualification.exam_tasks)
+    attempt = (counts[0], counts[1]) if counts is not None else None
+    spent = counts[2] if counts is not None else []
+    return record, decide_annotator(annotator_state(record, rel, attempt), policy), spent
+
+
+def _act_on_annotator(ctx: Context, project: int, annotator: int, record: AnnotatorRecord, decision: AnnotatorDecision,
+                      spent: list[int], pre: AnnotatorSnapshot | None, summary: dict) -> None:
+    if pre is None:
+        exam.request_sync(ctx, project, annotator, record.version, summary)
+    elif pre.sync_wanted:  # exam.request_sync from the snapshot's reads
+        job = ctx.enqueue(exam.sync_gold_offer,
+                          exam.sync_job_id(ctx.prefix, project, annotator, record.version, pre.answers),
+                          project=project, annotator=annotator, prefix=ctx.prefix)
+        if job:
+            summary["enqueued"].append(job)
     if decision.action == AnnotatorAction.NONE:
         return
     job = ctx.enqueue(apply_tier_change, job_id(ctx.prefix, "tier", project, annotator, f"v{record.version}"),
@@ -246,7 +404,10 @@ def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: 
     rels = (snap.reliabilities_of(ctx, people) if pre else ctx.ledger.reliabilities(project, people)) \
         if people else {}
     models: dict[str, WorkerModel] = {}
-    if cat is not None and people:
+    fit = project_fit(ctx, project, cat.classes) if cat is not None else None
+    if fit is not None and people:
+        models = fit_models(fit, [str(a) for a in people], policy.overlap.stop)  # the stored refit's
+    elif cat is not None and people:
         contrib = ctx.ledger.contributions_from(pre.contributions_raw) if pre else \
             ctx.ledger.contributions(project, task)
         models = {str(a): worker_model(rels[a], contrib.get(a), cat.classes, policy.overlap.stop) for a in people}
@@ -258,10 +419,16 @@ def _route_task(ctx: Context, policy: Policy, project: int, task: int, summary: 
             threshold = crowd_stop_threshold(ctx, policy, project, cat.classes)
             if snap is not None:
                 snap.stop_thresholds[cat.classes] = threshold
+    llm_labels: tuple[tuple[str, str], ...] = ()
+    if fit is not None and policy.llm.counts_toward_stop and people:
+        llm_labels, llm_models = llm_stop_labels(ctx, policy, project, task, fit)
+        models = {**models, **llm_models}
     state = task_state(task, live, values, tiers, flagged, route, policy,
                        classes=cat.classes if cat else None, models=models,
                        reliability={a: r.mean for a, r in rels.items()}, difficulty=difficulty,
-                       stop_threshold=threshold)
+                       stop_threshold=threshold,
+                       class_prior=list(fit.prior) if fit is not None else None,
+                       default=WorkerModel(fit.pooled) if fit is not None else None, llm_labels=llm_labels)
     decision = decide_task(state, policy)
     ctx.audit.record("decision", f"task:{decision.action}", project, task, people, decision.reason,
                      {**decision.evidence, "tier": decision.tier, "label": decision.label, "version": route.version,

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from qa_hooks.events import Submission
 from qa_hooks.ledger import Reliability
 from qa_hooks.store import decode
+from routing.exam import exam_answers
+from routing.policy import Policy
 from routing.runtime import Context
-from routing.state import TaskRoute
+from routing.state import AnnotatorRecord, TaskRoute
 
-__all__ = ["ProjectSnapshot", "TaskSnapshot", "read_tasks"]
+__all__ = ["AnnotatorSnapshot", "CallReads", "ProjectSnapshot", "TaskSnapshot", "read_annotators", "read_tasks",
+           "touch_and_read_call"]
 
 
 @dataclass(frozen=True)
@@ -116,5 +119,138 @@ def read_tasks(ctx: Context, project: int, tasks: list[int]) -> ProjectSnapshot:
     if people:
         pipe = ctx.connection.pipeline(transaction=False)
         ledger.queue_reliabilities(pipe, project, people)
-        snap.reliabilities = ledger.reliabilities_from(people, pipe.execute())
+        snap.reliabilities = ledger.with_fit(project, ledger.reliabilities_from(people, pipe.execute()))
     return snap
+
+
+@dataclass(frozen=True)
+class AnnotatorSnapshot:
+    """What :func:`routing.router._decide_annotator` and its actions read for one annotator, as read one at a time.
+
+    ``record.flagged`` is already :meth:`routing.runtime.Context.flagged`'s answer; ``exam`` is
+    :func:`routing.exam.exam_counts`' (None outside the exam tier); ``sync_wanted`` and ``answers`` are what
+    :func:`routing.exam.request_sync` reads (the project has gold or the annotator has offers; their live count).
+    """
+
+    record: AnnotatorRecord
+    reliability: Reliability
+    exam: tuple[int, int, list[int]] | None
+    sync_wanted: bool
+    answers: int
+
+
+def read_annotators(ctx: Context, project: int, annotators: list[int], policy: Policy) -> dict[int, AnnotatorSnapshot]:
+    """Every annotator's routing reads for one call: one pipelined round trip, plus three for the exam tier's
+    gold answers (their log's records, the trimmed results they name, their contributions) and the refit's.
+
+    An annotator whose replies cannot be decoded is left out (the router reads that one directly, raising
+    where it always did). Nothing the router writes while routing annotators is read here.
+    """
+    people = list(dict.fromkeys(annotators))
+    if not people:
+        return {}
+    state, ledger, store, keys = ctx.state, ctx.ledger, ctx.store, ctx.keys
+    exam_rule = policy.qualification
+    pipe = ctx.connection.pipeline(transaction=False)
+    ledger.queue_all_flags(pipe, project)
+    ledger.queue_gold_tasks(pipe, project)
+    ledger.queue_reliabilities(pipe, project, people)
+    for a in people:
+        state.queue_annotator(pipe, project, a)
+        state.queue_offered(pipe, project, a)
+        pipe.zcard(keys.annotator_submissions(project, a))
+        if exam_rule is not None:
+            state.queue_exam_used(pipe, project, a)
+            pipe.zrange(keys.annotator_submissions(project, a), 0, -1)
+    replies = pipe.execute()
+    signals = ledger.flags_from(replies[0])
+    has_gold = bool(ledger.gold_tasks_from(replies[1], replies[2]))
+    at = 3 + 2 * len(people)
+    rels = ledger.with_fit(project, ledger.reliabilities_from(people, replies[3:at]))
+    width = 6 + (2 if exam_rule is not None else 0)  # queue_annotator 4, offered, zcard (+ exam used, log)
+    records: dict[int, tuple[AnnotatorRecord, set[bytes], int]] = {}
+    logs: dict[int, tuple[set[int], list[str]]] = {}
+    for i, a in enumerate(people):
+        own = replies[at + width * i:at + width * (i + 1)]
+        try:
+            record = state.annotator_from(a, own[:4], policy)
+            if record.flagged is None and signals.get(a):
+                record = AnnotatorRecord(**{**record.__dict__, "flagged": ", ".join(f.name for f in signals[a])})
+            records[a] = (record, own[4], int(own[5]))
+            if exam_rule is not None and record.tier == policy.tiers[0].name:
+                logs[a] = ({int(t) for t in own[6]}, [u.decode() for u in own[7]])
+        except Exception:  # left to the direct read
+            continue
+
+    # The exam tier's gold answers, as exam.exam_counts reads them, for every such annotator at once.
+    exams: dict[int, tuple[int, int, list[int]]] = {}
+    if logs:
+        pipe = ctx.connection.pipeline(transaction=False)
+        for _, uids in logs.values():
+            store.queue_rows(pipe, project, uids)
+        rows_replies = pipe.execute()
+        rows: dict[int, list[tuple[str, dict[bytes, bytes]]]] = {}
+        n = 0
+        for a, (_, uids) in logs.items():
+            rows[a] = store.rows_from(uids, rows_replies[n:n + len(uids)])
+            n += len(uids)
+        digests = sorted({row[b"rk"] for found in rows.values() for _, row in found
+                          if b"rk" in row and b"json" not in row})
+        results = dict(zip(digests, ctx.connection.hmget(keys.results(project), digests), strict=True)) \
+            if digests else {}
+        tasks: dict[int, list[int]] = {}
+        for a, found in rows.items():
+            try:
+                used = logs[a][0]
+                subs = [decode(project, uid, row, results) for uid, row in found]
+                tasks[a] = list(dict.fromkeys(s.task for s in subs if not s.was_cancelled and s.task not in used))
+            except Exception:
+                records.pop(a, None)
+        pipe = ctx.connection.pipeline(transaction=False)
+        for a, own_tasks in tasks.items():
+            ledger.queue_annotator_contributions(pipe, project, a, own_tasks)
+        contrib_replies = pipe.execute() if tasks else []
+        n = 0
+        for a, own_tasks in tasks.items():
+            contributions = ledger.annotator_contributions_from(own_tasks, contrib_replies[n:n + len(own_tasks)])
+            n += len(own_tasks)
+            exams[a] = exam_answers(own_tasks, contributions, exam_rule.exam_tasks)  # type: ignore[union-attr]
+
+    out: dict[int, AnnotatorSnapshot] = {}
+    for a, (record, offered, answers) in records.items():
+        if a in logs and a not in exams:
+            continue
+        out[a] = AnnotatorSnapshot(record, rels[a], exams.get(a), has_gold or bool(offered), answers)
+    return out
+
+
+
+@dataclass(frozen=True)
+class CallReads:
+    """The reads :func:`routing.router.after_scoring` starts with, before it routes anything.
+
+    ``policy_raw`` is the project's own policy source (the router decodes it where it loaded the policy, and
+    only for a project that is not an escalation project: those follow their source project's policy).
+    """
+
+    review_of: int | None
+    link: tuple[int, str] | None
+    policy_bound: bool
+    policy_raw: list[bytes | None]
+    prepared: bool
+
+
+def touch_and_read_call(ctx: Context, project: int, annotators: list[int], now: float) -> CallReads:
+    """Note the annotators active (``RoutingState.touch``) and read the call's prelude in one round trip."""
+    state = ctx.state
+    pipe = ctx.connection.pipeline(transaction=False)
+    state.queue_touch(pipe, annotators, now)
+    pipe.hget(ctx.keys.review_projects(), project)  # routing.review.review_source's read
+    state.queue_tier_project_link(pipe, project)
+    state.queue_policy_bound(pipe, project)
+    state.queue_policy_source(pipe, project)
+    state.queue_prepared(pipe, project)
+    replies = pipe.execute()
+    review_raw, link_raw, bound, policy_raw, prepared = replies[-5:]
+    return CallReads(int(review_raw) if review_raw else None, state.tier_project_link_from(link_raw), bool(bound),
+                     policy_raw, bool(prepared))

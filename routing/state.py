@@ -95,6 +95,7 @@ class AnnotatorRecord:
     version: int = 0
     exam_attempts: int = 0
     flagged: str | None = None
+    paused: bool = False  # paused for fraud (routing.pausing): no gold or exam offers
 
 
 class RoutingState:
@@ -133,7 +134,14 @@ class RoutingState:
 
     def policy_source(self, project: int) -> tuple[str, str]:
         """(YAML text, origin) of the project's policy; the default file when none is bound."""
-        raw = self.redis.hmget(self.keys.policy(project), "yaml", "origin")
+        return self.policy_source_from(project, self.redis.hmget(self.keys.policy(project), "yaml", "origin"))
+
+    def queue_policy_source(self, pipe: redis.client.Pipeline, project: int) -> None:
+        """Queue :meth:`policy_source`'s read; decode the reply with :meth:`policy_source_from`."""
+        pipe.hmget(self.keys.policy(project), "yaml", "origin")
+
+    @staticmethod
+    def policy_source_from(project: int, raw: list[bytes | None]) -> tuple[str, str]:
         if raw[0] is not None:
             return raw[0].decode(), (_s(raw[1]) or f"redis:{project}")
         path = Path(current().default_policy or DEFAULT_POLICY_FILE)
@@ -142,7 +150,11 @@ class RoutingState:
     def policy(self, project: int) -> Policy:
         """The project's policy (an escalation project follows its source project's)."""
         link = self.tier_project_link(project)
-        text, origin = self.policy_source(link[0] if link else project)
+        return self.policy_from(*self.policy_source(link[0] if link else project))
+
+    @staticmethod
+    def policy_from(text: str, origin: str) -> Policy:
+        """A policy source parsed (each distinct text once per process)."""
         digest = hashlib.sha256(text.encode()).hexdigest()
         cached = _POLICY_CACHE.get(digest)
         if cached is None:
@@ -154,18 +166,36 @@ class RoutingState:
     def tiers(self, project: int) -> dict[int, str]:
         return {int(k): v.decode() for k, v in self.redis.hgetall(self.keys.tiers(project)).items()}
 
+    def cohorts(self, project: int) -> dict[int, str]:
+        """Annotator -> cohort, as ``crowdgate seed`` set them from the people CSV."""
+        return {int(k): v.decode() for k, v in self.redis.hgetall(self.keys.cohorts(project)).items()}
+
+    def set_cohorts(self, project: int, cohorts: Mapping[int, str]) -> None:
+        if cohorts:
+            self.redis.hset(self.keys.cohorts(project), mapping={int(k): v for k, v in cohorts.items()})
+
     def annotator(self, project: int, annotator: int, policy: Policy) -> AnnotatorRecord:
         pipe = self.redis.pipeline(transaction=False)
+        self.queue_annotator(pipe, project, annotator)
+        return self.annotator_from(annotator, pipe.execute(), policy)
+
+    def queue_annotator(self, pipe: redis.client.Pipeline, project: int, annotator: int) -> None:
+        """Queue the reads of an annotator's record (four replies); decode them with :meth:`annotator_from`."""
         pipe.hget(self.keys.tiers(project), annotator)
         pipe.hmget(self.keys.annotator_record(project, annotator), "version", "exam_attempts")
         pipe.hget(self.keys.flagged(project), annotator)
-        tier, (version, attempts), flagged = pipe.execute()
+        pipe.hget(self.keys.fraud_status(project), annotator)
+
+    @staticmethod
+    def annotator_from(annotator: int, replies: list[Any], policy: Policy) -> AnnotatorRecord:
+        tier, (version, attempts), flagged, fraud = replies
         return AnnotatorRecord(
             annotator=annotator,
             tier=_s(tier) or policy.tiers[0].name,
             version=int(version or 0),
             exam_attempts=int(attempts or 0),
             flagged=_s(flagged),
+            paused=bool(fraud) and json.loads(fraud).get("status") == "paused",
         )
 
     def set_tier(self, project: int, annotator: int, tier: str) -> int:
@@ -212,6 +242,14 @@ class RoutingState:
     def offered(self, project: int, annotator: int) -> set[int]:
         """Gold tasks currently offered to an annotator in their exam view (exam or gold share)."""
         return {int(t) for t in self.redis.smembers(self.keys.exam_offered(project, annotator))}
+
+    def queue_offered(self, pipe: redis.client.Pipeline, project: int, annotator: int) -> None:
+        """Queue the read of :meth:`offered` (a set of bytes; ``int`` each)."""
+        pipe.smembers(self.keys.exam_offered(project, annotator))
+
+    def queue_exam_used(self, pipe: redis.client.Pipeline, project: int, annotator: int) -> None:
+        """Queue the read of :meth:`exam_used` (a set of bytes; ``int`` each)."""
+        pipe.smembers(self.keys.exam_used(project, annotator))
 
     def set_offered(self, project: int, annotator: int, tasks: Iterable[int]) -> None:
         key = self.keys.exam_offered(project, annotator)
@@ -406,7 +444,14 @@ class RoutingState:
 
     def tier_project_link(self, tier_project: int) -> tuple[int, str] | None:
         """(source project, tier) when ``tier_project`` is an escalation project crowdgate made."""
-        raw = self.redis.hget(self.keys.tier_project_links(), tier_project)
+        return self.tier_project_link_from(self.redis.hget(self.keys.tier_project_links(), tier_project))
+
+    def queue_tier_project_link(self, pipe: redis.client.Pipeline, tier_project: int) -> None:
+        """Queue :meth:`tier_project_link`'s read; decode the reply with :meth:`tier_project_link_from`."""
+        pipe.hget(self.keys.tier_project_links(), tier_project)
+
+    @staticmethod
+    def tier_project_link_from(raw: bytes | None) -> tuple[int, str] | None:
         if not raw:
             return None
         link = json.loads(raw)
@@ -435,6 +480,20 @@ class RoutingState:
 
     def prepared(self, project: int) -> bool:
         return bool(self.redis.exists(self.keys.prepared(project)))
+
+    def queue_prepared(self, pipe: redis.client.Pipeline, project: int) -> None:
+        """Queue :meth:`prepared`'s read (a count; ``bool`` it)."""
+        pipe.exists(self.keys.prepared(project))
+
+    def queue_policy_bound(self, pipe: redis.client.Pipeline, project: int) -> None:
+        """Queue :meth:`policy_bound`'s read (a count; ``bool`` it)."""
+        pipe.exists(self.keys.policy(project))
+
+    def queue_touch(self, pipe: redis.client.Pipeline, annotators: Iterable[int], now: float | None = None) -> None:
+        """:meth:`touch` queued on ``pipe``."""
+        people = {str(int(a)): time.time() if now is None else now for a in annotators}
+        if people:
+            pipe.zadd(self.keys.last_seen(), people)
 
     def set_prepared(self, project: int) -> None:
         self.redis.set(self.keys.prepared(project), repr(time.time()))

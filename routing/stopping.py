@@ -6,25 +6,30 @@ naive-Bayes combination of Dawid & Skene (1979), "Maximum likelihood estimation 
 the EM algorithm", Applied Statistics 28(1) — and the task stops once the leading class's posterior passes a
 threshold (the adaptive-overlap idea of Sheng, Provost & Ipeirotis 2008, "Get another label?", KDD).
 
-Worker models are learned online by :class:`OnlineWorkerEstimator`: a few Dawid–Skene EM iterations over the
-labels seen so far, warm-started from the previous fit, with Dirichlet priors that shrink every worker towards
-the pooled crowd (empirical Bayes, as in Raykar et al. 2010, "Learning from crowds", JMLR 11) so that new
-workers start at the crowd's average and gold answers, when revealed, pin the tasks they belong to.
+In the services the worker models are the project's stored Dawid–Skene refit (:mod:`qa_hooks.refit`,
+:func:`models_from_fit`); :class:`OnlineWorkerEstimator` replays that same refit over a stream of labels (the
+benchmark's path). The posterior of one task is :func:`qa_hooks.truth.label_posterior` everywhere.
 
 The posteriors assume independent errors. Where hard items fool several workers alike (the dog crowd: two
 agreeing labels are right 82% of the time, while even a Dawid–Skene fit on all its labels says 91%), they are
 over-confident, so the threshold that reaches a target accuracy differs between crowds (bench/overlap.py).
 
-Everything here is pure computation: no I/O, no clocks, no randomness.
+Everything here is pure computation: no I/O and no randomness (the estimator times its fits, for diagnostics).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from core.settings import Settings
+from qa_hooks.fit import FitSettings, ProjectFit, SemiSupervisedDawidSkene, refit_due
+from qa_hooks.llm_annotator import human_votes, stop_inputs
+from qa_hooks.truth import label_posterior
 
 __all__ = [
     "MATCH_GRID",
@@ -35,8 +40,10 @@ __all__ = [
     "consensus_posterior",
     "crowd_confusion",
     "decide_stop",
+    "decide_stop_with_llm",
     "majority_accuracy",
     "matched_threshold",
+    "models_from_fit",
     "prior_confusion",
 ]
 
@@ -125,16 +132,15 @@ def consensus_posterior(
     index = _class_index(classes)
     k = len(index)
     fallback = default if default is not None else WorkerModel.one_coin(0.7, k)
-    log_post = np.log(_class_prior(class_prior, k))
+    columns = []
     for worker, label in labels:
         if str(label) not in index:
             raise ValueError(f"label {label!r} is not one of the classes {list(index)}")
         model = models.get(worker, fallback)
         if model.n_classes != k:
             raise ValueError(f"worker {worker!r} has a {model.n_classes}-class model, expected {k}")
-        log_post = log_post + np.log(model.confusion[:, index[str(label)]])
-    post = np.exp(log_post - log_post.max())
-    post /= post.sum()
+        columns.append(model.confusion[:, index[str(label)]])
+    post = label_posterior(np.asarray(columns).reshape(-1, k), _class_prior(class_prior, k))
     return {c: float(p) for c, p in zip(index, post, strict=True)}
 
 
@@ -329,6 +335,42 @@ def decide_stop(
     return StopDecision(False, label, confidence, reason)
 
 
+def decide_stop_with_llm(
+    labels: Sequence[tuple[str, str]],
+    models: Mapping[str, WorkerModel],
+    classes: Sequence[str],
+    *,
+    threshold: float,
+    counts_toward_stop: bool,
+    llm_threshold: float,
+    trusted: Container[str] | None = None,
+    default: WorkerModel | None = None,
+    class_prior: Sequence[float] | None = None,
+    min_labels: int = 2,
+    min_agreeing: int = 2,
+    max_labels: int | None = None,
+) -> StopDecision:
+    """:func:`decide_stop` on a task whose ``labels`` may hold LLM pseudo-workers' answers (policy ``llm:``).
+
+    The stop's inputs are :func:`qa_hooks.llm_annotator.stop_inputs`: without ``counts_toward_stop`` (or an LLM
+    not in ``trusted``) the LLM is out of the posterior and the votes. When a stop needs the LLM's voice to reach
+    ``min_agreeing`` ("one human agreeing with a calibrated LLM") the leading answer's posterior must also reach
+    ``llm_threshold``. ``max_labels`` counts human labels only, as overlap does.
+    """
+    pairs, votes = stop_inputs(labels, counts_toward_stop, trusted)
+    posterior = consensus_posterior(pairs, models, classes, default=default, class_prior=class_prior)
+    humans = human_votes(labels)
+    decision = decide_stop(posterior, votes, threshold=threshold, min_labels=min_labels, min_agreeing=min_agreeing)
+    if decision.stop and humans.get(decision.label, 0) < min_agreeing and decision.confidence < llm_threshold:
+        decision = StopDecision(False, decision.label, decision.confidence,
+                                f"posterior {decision.confidence:.3f} < {llm_threshold} needed with the LLM's voice")
+    n_humans = sum(humans.values())
+    if not decision.stop and max_labels is not None and n_humans >= max_labels:
+        return StopDecision(True, decision.label, decision.confidence,
+                            f"maximum of {max_labels} labels reached; {decision.reason}")
+    return decision
+
+
 @dataclass
 class _Growable:
     """Append-only int array with amortised growth (lists → numpy on every refit would be quadratic)."""
@@ -347,23 +389,19 @@ class _Growable:
 
 
 class OnlineWorkerEstimator:
-    """Worker models learned from a stream of labels, refitted by warm-started Dawid–Skene EM.
+    """Worker models learned from a stream of labels: the worker's per-project refit, replayed.
 
-    Cold start: before any data every worker is a one-coin worker with ``prior_accuracy``. The pooled crowd
-    confusion (Dirichlet prior ``base_strength`` pseudo-labels per true class around ``prior_accuracy``) is
-    the prior mean for each worker, weighted by ``worker_strength`` pseudo-labels per true class, so workers
-    with few labels stay near the crowd average (Raykar et al. 2010 style empirical Bayes). With
-    ``model="one_coin"`` each worker has a single accuracy (Beta prior) instead of a full matrix.
+    The labels go into a buffer and every fit is :class:`qa_hooks.refit.SemiSupervisedDawidSkene` — the same
+    model, priors and flip guard the worker's refit job runs on a project (``qa_hooks.refit``), warm-started
+    from the previous fit, with gold passed to :meth:`reveal_gold` clamped — on the same schedule
+    (:func:`qa_hooks.refit.refit_due` with ``refit_every`` and ``refit_fraction``, the product's
+    ``CROWDGATE_REFIT_EVERY`` and ``CROWDGATE_REFIT_FRACTION`` by default). Between fits a task's posterior is
+    the naive-Bayes combination of its labels under the last fit (workers new since then count as the pooled
+    crowd), as the services compute it between refits. So a replay through this class (bench/overlap.py)
+    measures the product's inference, not a stand-in.
 
-    Three guards keep the early fits, made from two or three labels per task, from running away (each was
-    seen on the benchmark crowds): tasks with a single label are left out of the M-step; the class prior has
-    a heavy Dirichlet prior (``class_strength`` pseudo-tasks per class); and a fit whose pooled crowd prefers
-    some wrong label over the right one (the mirror solution) is restarted from the plain vote shares.
-
-    The fit is refreshed after every ``refit_fraction`` growth in the number of labels (at least every
-    label early on, at most every ``refit_every`` labels later), with ``em_iterations`` EM steps each time;
-    :meth:`refit` forces one. Replaying 10,000 labels takes about a second. Gold answers passed to
-    :meth:`reveal_gold` clamp their task's posterior and so teach the worker models.
+    Cold start: before any fit every worker is a one-coin worker with ``prior_accuracy``. ``em_iterations``
+    bounds the EM rounds of each fit (default: the refit's ``max_iter``, with its tolerance).
     """
 
     def __init__(
@@ -374,30 +412,26 @@ class OnlineWorkerEstimator:
         prior_accuracy: float = 0.7,
         base_strength: float = 10.0,
         worker_strength: float = 2.0,
-        refit_every: int = 50,
-        refit_fraction: float = 0.05,
-        em_iterations: int = 4,
+        refit_every: int | None = None,
+        refit_fraction: float | None = None,
+        em_iterations: int | None = None,
         class_strength: float = 50.0,
     ) -> None:
-        if model not in ("confusion", "one_coin"):
-            raise ValueError(f"model must be 'confusion' or 'one_coin', got {model!r}")
+        defaults = Settings()
+        refit_every = defaults.refit_every if refit_every is None else refit_every
+        refit_fraction = defaults.refit_fraction if refit_fraction is None else refit_fraction
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self._class_index = _class_index(self.classes)
         self.n_classes = len(self.classes)
-        if not 1.0 / self.n_classes < prior_accuracy < 1.0:
-            raise ValueError(f"prior_accuracy must be above chance (1/{self.n_classes}) and below 1")
-        if base_strength <= 0 or worker_strength <= 0 or class_strength <= 0:
-            raise ValueError("prior strengths must be positive")
-        if refit_every < 1 or not 0 < refit_fraction <= 1 or em_iterations < 1:
-            raise ValueError("refit_every >= 1, 0 < refit_fraction <= 1 and em_iterations >= 1 are required")
+        if refit_every < 1 or not 0 <= refit_fraction <= 1 or (em_iterations is not None and em_iterations < 1):
+            raise ValueError("refit_every >= 1, 0 <= refit_fraction <= 1 and em_iterations >= 1 are required")
+        settings = FitSettings(prior_accuracy=prior_accuracy, base_strength=base_strength,
+                               worker_strength=worker_strength, class_strength=class_strength, model=model)
+        self._em = SemiSupervisedDawidSkene(self.n_classes, settings)  # validates the rest
         self.model = model
-        self.prior_accuracy = prior_accuracy
-        self.base_strength = base_strength
-        self.worker_strength = worker_strength
         self.refit_every = refit_every
         self.refit_fraction = refit_fraction
         self.em_iterations = em_iterations
-        self.class_strength = class_strength
 
         self._task_index: dict[str, int] = {}
         self._worker_index: dict[str, int] = {}
@@ -407,13 +441,15 @@ class OnlineWorkerEstimator:
         self._task_labels: list[list[tuple[int, int]]] = []
         self._gold: dict[int, int] = {}
         self._labels_at_fit = 0
+        self._fitted = False
         self.restarts = 0  # how often a fit had to be restarted from the vote shares (diagnostics)
+        self.fit_seconds = 0.0  # time spent fitting, all fits together (diagnostics)
 
         k = self.n_classes
-        self._base = prior_confusion(k, prior_accuracy)
-        self._pop_log_conf = np.log(self._base)
+        self._pop_log_conf = np.log(prior_confusion(k, prior_accuracy))
         self._log_conf = np.zeros((0, k, k))  # per worker index, as of the last fit
         self._log_prior = np.full(k, -math.log(k))
+        self._counts = np.zeros(0)
 
     # -- stream -------------------------------------------------------------------------------------------
 
@@ -434,8 +470,7 @@ class OnlineWorkerEstimator:
         self._workers.append(w)
         self._labels.append(y)
         self._task_labels[t].append((w, y))
-        grown = self.n_labels - self._labels_at_fit
-        if grown >= max(1, min(self.refit_every, math.ceil(self.refit_fraction * self.n_labels))):
+        if refit_due(self.n_labels, self._labels_at_fit, self.refit_every, self.refit_fraction):
             self.refit()
 
     def reveal_gold(self, task: str, label: str) -> None:
@@ -449,95 +484,20 @@ class OnlineWorkerEstimator:
 
     # -- fitting ------------------------------------------------------------------------------------------
 
-    def _gold_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.fromiter(self._gold.keys(), dtype=np.int64, count=len(self._gold))
-        cls = np.fromiter(self._gold.values(), dtype=np.int64, count=len(self._gold))
-        return idx, cls
-
     def refit(self, iterations: int | None = None) -> None:
-        """Run EM over every label seen so far, starting from the current models."""
-        k = self.n_classes
-        n_tasks, n_workers = len(self._task_labels), len(self._worker_index)
-        t, w, y = self._tasks.view(), self._workers.view(), self._labels.view()
-        # Workers new since the last fit start from the pooled crowd model.
-        if self._log_conf.shape[0] < n_workers:
-            fresh = np.broadcast_to(self._pop_log_conf, (n_workers - self._log_conf.shape[0], k, k))
-            self._log_conf = np.concatenate([self._log_conf, fresh])
-        for _ in range(iterations or self.em_iterations):
-            self._m_step(self._e_step(t, w, y, n_tasks), t, w, y, n_workers)
-        if not self._crowd_beats_chance():
-            # EM slid towards the mirror solution (labels systematically "wrong"): the crowd is assumed better
-            # than chance, so restart from the plain vote shares, the usual Dawid–Skene initialisation.
-            votes = np.zeros((n_tasks, k))
-            np.add.at(votes, (t, y), 1.0)
-            self._m_step(np.log(votes + 0.1), t, w, y, n_workers)
-            for _ in range(max(iterations or 0, 2 * self.em_iterations)):
-                self._m_step(self._e_step(t, w, y, n_tasks), t, w, y, n_workers)
-            self.restarts += 1
+        """Fit every label seen so far, warm-started from the last fit (the refit job's fit)."""
+        started = time.perf_counter()
+        em = self._em
+        em.fit(self._tasks.view(), self._workers.view(), self._labels.view(), n_tasks=len(self._task_labels),
+               n_workers=len(self._worker_index), gold=self._gold,
+               init=(self._log_conf, self._pop_log_conf, self._log_prior),
+               max_iter=iterations or self.em_iterations)
+        self._log_conf, self._pop_log_conf, self._log_prior = em.log_conf_, em.pooled_log_conf_, em.log_prior_
+        self._counts = np.bincount(self._workers.view(), minlength=len(self._worker_index)).astype(float)
+        self.restarts += int(em.restarted_)
         self._labels_at_fit = self.n_labels
-
-    def _crowd_beats_chance(self) -> bool:
-        """Whether the pooled crowd gives each true class its own label more often than any other label."""
-        pop = self._pop_log_conf
-        return bool(np.all(np.diag(pop) >= pop.max(axis=1) - 1e-12))
-
-    def _e_step(self, t: np.ndarray, w: np.ndarray, y: np.ndarray, n_tasks: int) -> np.ndarray:
-        """Unnormalised log posterior over the true class per task, shape (tasks, K)."""
-        k = self.n_classes
-        log_post = np.empty((n_tasks, k))
-        for c in range(k):
-            log_post[:, c] = np.bincount(t, weights=self._log_conf[w, c, y], minlength=n_tasks)
-        return log_post + self._log_prior
-
-    @staticmethod
-    def _softmax(log_p: np.ndarray) -> np.ndarray:
-        p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
-        return p / p.sum(axis=-1, keepdims=True)
-
-    def _m_step(self, log_post: np.ndarray, t: np.ndarray, w: np.ndarray, y: np.ndarray, n_workers: int) -> None:
-        k = self.n_classes
-        n_tasks = log_post.shape[0]
-        # A task with one label says nothing about who is reliable, only about the class mix and biases, and
-        # with many of them EM drifts to the degenerate "every task is class c" fit: leave them out.
-        informative = np.bincount(t, minlength=n_tasks) >= 2
-        label_post = self._softmax(log_post)[t]
-        task_post = self._softmax(log_post)
-        if self._gold:
-            gold_idx, gold_cls = self._gold_arrays()
-            informative[gold_idx] = True
-            task_post[gold_idx] = np.eye(k)[gold_cls]
-            is_gold = np.zeros(n_tasks, dtype=bool)
-            is_gold[gold_idx] = True
-            gold_of = np.zeros(n_tasks, dtype=np.int64)
-            gold_of[gold_idx] = gold_cls
-            on_gold = is_gold[t]
-            label_post[on_gold] = np.eye(k)[gold_of[t[on_gold]]]
-        label_post *= informative[t][:, None]
-        # counts[w, true c, given j] = expected number of times worker w said j when the truth was c.
-        counts = np.zeros((n_workers, k, k))
-        flat = w * k + y
-        for c in range(k):
-            counts[:, c, :] = np.bincount(flat, weights=label_post[:, c], minlength=n_workers * k).reshape(n_workers, k)
-        if self.model == "one_coin":
-            correct = np.einsum("wcc->w", counts)
-            total = counts.sum(axis=(1, 2))
-            pop_acc = (correct.sum() + self.base_strength * self.prior_accuracy) / (total.sum() + self.base_strength)
-            strength = self.worker_strength * k  # one accuracy shares all the per-class pseudo-labels
-            acc = (correct + strength * pop_acc) / (total + strength)
-            acc = np.clip(acc, 1.0 / k + 1e-3, 1.0 - _MIN_PROB)
-            off = (1.0 - acc) / (k - 1)
-            conf = np.repeat(off[:, None, None], k, axis=1).repeat(k, axis=2)
-            conf[:, np.arange(k), np.arange(k)] = acc[:, None]
-            self._pop_log_conf = np.log(prior_confusion(k, float(pop_acc)))
-        else:
-            pooled = counts.sum(axis=0) + self.base_strength * self._base
-            pop = pooled / pooled.sum(axis=1, keepdims=True)
-            conf = counts + self.worker_strength * pop[None, :, :]
-            conf /= conf.sum(axis=2, keepdims=True)
-            self._pop_log_conf = np.log(_normalise_rows(pop))
-        self._log_conf = np.log(_normalise_rows(conf))
-        class_counts = (task_post * informative[:, None]).sum(axis=0) + self.class_strength
-        self._log_prior = np.log(class_counts / class_counts.sum())
+        self._fitted = True
+        self.fit_seconds += time.perf_counter() - started
 
     # -- queries ------------------------------------------------------------------------------------------
 
@@ -545,8 +505,8 @@ class OnlineWorkerEstimator:
     def class_prior(self) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.classes, np.exp(self._log_prior), strict=True)}
 
-    def _worker_log_conf(self, w: int) -> np.ndarray:
-        return self._log_conf[w] if w < self._log_conf.shape[0] else self._pop_log_conf
+    def _worker_conf(self, w: int) -> np.ndarray:
+        return np.exp(self._log_conf[w] if w < self._log_conf.shape[0] else self._pop_log_conf)
 
     def default_model(self) -> WorkerModel:
         """The model of a worker not seen yet: the pooled crowd."""
@@ -558,27 +518,24 @@ class OnlineWorkerEstimator:
         if w is None:
             return self.default_model()
         n = float(np.count_nonzero(self._workers.view() == w))
-        return WorkerModel(np.exp(self._worker_log_conf(w)), n)
+        return WorkerModel(self._worker_conf(w), n)
 
     def models(self) -> dict[str, WorkerModel]:
         """Snapshot of every known worker's model (for :func:`consensus_posterior` on the decision side)."""
         counts = np.bincount(self._workers.view(), minlength=len(self._worker_index))
-        return {
-            name: WorkerModel(np.exp(self._worker_log_conf(w)), float(counts[w]))
-            for name, w in self._worker_index.items()
-        }
+        return {name: WorkerModel(self._worker_conf(w), float(counts[w])) for name, w in self._worker_index.items()}
 
     def task_posterior_array(self, task: str) -> np.ndarray:
-        """Posterior of ``task`` under the current models, counting labels added since the last fit."""
+        """Posterior of ``task`` under the last fit, counting labels added since (the services' incremental
+        update between refits)."""
         t = self._task_index.get(task)
+        prior = np.exp(self._log_prior)
         if t is None:
-            return np.exp(self._log_prior)
+            return prior / prior.sum()
         if t in self._gold:
             return np.eye(self.n_classes)[self._gold[t]]
-        log_post = self._log_prior.copy()
-        for w, y in self._task_labels[t]:
-            log_post += self._worker_log_conf(w)[:, y]
-        return self._softmax(log_post)
+        columns = np.array([self._worker_conf(w)[:, y] for w, y in self._task_labels[t]]).reshape(-1, self.n_classes)
+        return label_posterior(columns, prior)
 
     def task_posterior(self, task: str) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.classes, self.task_posterior_array(task), strict=True)}
@@ -590,3 +547,11 @@ class OnlineWorkerEstimator:
             return []
         workers = list(self._worker_index)
         return [(workers[w], self.classes[y]) for w, y in self._task_labels[t]]
+
+
+def models_from_fit(fit: ProjectFit, workers: Iterable[str] | None = None) -> dict[str, WorkerModel]:
+    """The stop rule's worker models from a project's stored refit (``qa_hooks.refit``): each annotator's
+    confusion matrix with the labels it rests on (``workers``: those, the pooled crowd for any the fit has not
+    seen; default: everyone in the fit)."""
+    names = list(fit.workers) if workers is None else [str(w) for w in workers]
+    return {w: WorkerModel(fit.confusion_of(w), fit.labels_of(w)) for w in names}

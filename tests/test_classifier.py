@@ -77,7 +77,7 @@ def test_task_schema_finds_text_fields_and_controls():
     assert task_texts({"data": {"html": "<p>Hello&amp; <b>bye</b></p>"}}, topics.fields) == ["Hello& bye"]
     assert task_texts({"text": "bare data dict"}, ("text", "hypothesis")) == ["bare data dict", ""]
     # The shipped RTE config: Header tags are not data, and aliases are what results carry.
-    rte = task_schema((Path(__file__).resolve().parents[1] / "label_configs" / "rte.xml").read_text())
+    rte = task_schema((Path(__file__).resolve().parents[1] / "label_configs" / "rte" / "config.xml").read_text())
     assert rte.fields == ("text", "hypothesis")
     assert rte.control is not None and rte.control.choices == ("1", "0") and not rte.control.multiple
 

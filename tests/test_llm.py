@@ -34,8 +34,8 @@ NER = """<View>
   <Labels name="label" toName="text"><Label value="PER" hint="Person"/><Label value="ORG"/><Label value="LOC"/></Labels>
   <Text name="text" value="$text"/>
 </View>"""
-RATING = """<View><Text name="prompt" value="$prompt"/><Text name="response" value="$response"/>
-  <Rating name="rating" toName="response" maxRating="5"/></View>"""
+RATING = """<View><Text name="text" value="$text"/>
+  <Rating name="rating" toName="text" maxRating="5"/></View>"""
 PAIRWISE = """<View><Text name="prompt" value="$prompt"/>
   <Text name="left" value="$left"/><Text name="right" value="$right"/>
   <Pairwise name="preference" toName="left,right"/></View>"""
@@ -59,7 +59,7 @@ IMAGE = """<View><Image name="image" value="$image"/>
 
 def config(name: str, inline: str) -> str:
     """The shared label config when it is there, else the inline one (same control names)."""
-    path = CONFIGS / name
+    path = CONFIGS / name / "config.xml"
     return path.read_text() if path.is_file() else inline
 
 
@@ -97,7 +97,7 @@ def test_single_choice_end_to_end_with_logprob_score() -> None:
     with OpenAIStub(sentiment_answer, logprobs=True, logprob=lambda t, c: -0.4 if t == "Positive" else -0.001,
                     alternatives=alternatives) as stub:
         p = make(stub)
-        out = p.predict(tasks_of({"text": "a good day"}, {"text": "so bad"}), config("text_classification.xml",
+        out = p.predict(tasks_of({"text": "a good day"}, {"text": "so bad"}), config("text_classification",
                                                                                        SENTIMENT))
     assert [o["result"][0]["value"]["choices"] for o in out] == [["Positive"], ["Negative"]]
     assert out[0]["result"][0]["from_name"] == "sentiment" and out[0]["result"][0]["to_name"] == "text"
@@ -151,7 +151,7 @@ def test_ner_spans_located_all_occurrences() -> None:
 
     with OpenAIStub(answer) as stub:
         p = make(stub)
-        out = p.predict(tasks_of({"text": text}), config("ner.xml", NER))
+        out = p.predict(tasks_of({"text": text}), config("ner", NER))
     values = sorted((r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in out[0]["result"])
     assert values == [(0, 12, "PER"), (28, 34, "LOC"), (42, 54, "PER")]
     for r in out[0]["result"]:
@@ -173,16 +173,16 @@ def test_ner_no_entities_is_a_valid_empty_result() -> None:
 
 def test_rating_pairwise_textarea_taxonomy() -> None:
     with OpenAIStub(lambda b: {"rating": 4}) as stub:
-        out = make(stub).predict(tasks_of({"prompt": "q", "response": "a"}), config("rating.xml", RATING))
+        out = make(stub).predict(tasks_of({"text": "a fine day"}), config("sentiment_rating", RATING))
     assert out[0]["result"][0]["value"] == {"rating": 4} and out[0]["result"][0]["type"] == "rating"
 
     with OpenAIStub(lambda b: {"preference": "right"}) as stub:
-        out = make(stub).predict(tasks_of({"prompt": "q", "left": "a", "right": "b"}), config("pairwise.xml", PAIRWISE))
+        out = make(stub).predict(tasks_of({"prompt": "q", "left": "a", "right": "b"}), config("pairwise", PAIRWISE))
     region = out[0]["result"][0]
     assert region["value"] == {"selected": "right"} and region["from_name"] == region["to_name"] == "preference"
 
     with OpenAIStub(lambda b: {"summary": "  Short summary.  "}) as stub:
-        out = make(stub).predict(tasks_of({"text": "long text"}), config("text_summary.xml", SUMMARY))
+        out = make(stub).predict(tasks_of({"text": "long text"}), config("text_summary", SUMMARY))
     assert out[0]["result"][0]["value"] == {"text": ["Short summary."]}
 
     with OpenAIStub(lambda b: {"taxonomy": ["Electronics / Audio / Headphones"]}) as stub:
@@ -203,7 +203,7 @@ def test_images_only_with_a_vision_model() -> None:
 
 
 def test_geometry_configs_get_no_prediction() -> None:
-    bbox = config("image_bbox.xml", '<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+    bbox = config("image_bbox", '<View><Image name="image" value="$image"/><RectangleLabels name="label" '
                   'toName="image"><Label value="Car"/></RectangleLabels></View>')
     with OpenAIStub() as stub:
         assert make(stub, vision=True).predict(tasks_of({"image": "http://x/1.jpg"}), bbox) == [None]

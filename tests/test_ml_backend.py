@@ -164,7 +164,7 @@ def test_basic_auth():
                     headers={"Authorization": f"Basic {good}"}).status_code == 200
 
 
-RTE_CONFIG = (Path(__file__).parents[1] / "label_configs" / "rte.xml").read_text()
+RTE_CONFIG = (Path(__file__).parents[1] / "label_configs" / "rte" / "config.xml").read_text()
 
 
 def trained_classifier(provenance=None):

@@ -25,7 +25,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "labelstudio-1.23.2"
 
 
 def config(name: str) -> str:
-    return (ROOT / "label_configs" / name).read_text()
+    """The shipped label config of the folder ``label_configs/<name>/``."""
+    return (ROOT / "label_configs" / name / "config.xml").read_text()
 
 
 def region(from_name: str, kind: str, to_name: str = "text", **value: Any) -> dict[str, Any]:
@@ -58,13 +59,13 @@ def square(x: float, y: float, side: float = 10.0) -> list[list[float]]:
 
 
 def test_single_choice_exact() -> None:
-    cfg = config("text_classification.xml")
+    cfg = config("text_classification")
     assert compare_results([choice("Positive")], [choice("Positive")], cfg) == 1.0
     assert compare_results([choice("Positive")], [choice("Negative")], cfg) == 0.0
 
 
 def test_rte_choices_use_crowd_labels() -> None:
-    cfg = config("rte.xml")
+    cfg = config("rte")
     yes, no = choice("1", name="entailment"), choice("0", name="entailment")
     assert compare_results([yes], [yes], cfg) == 1.0
     assert compare_results([yes], [no], cfg) == 0.0
@@ -81,7 +82,7 @@ def test_rte_choices_use_crowd_labels() -> None:
     ],
 )
 def test_multiple_choice_jaccard(a: list[str], b: list[str], expected: float) -> None:
-    cfg = config("multi_label.xml")
+    cfg = config("multi_label")
     score = compare_results([choice(*a, name="topics")], [choice(*b, name="topics")], cfg)
     assert score == pytest.approx(expected)
 
@@ -118,7 +119,7 @@ def test_span_iou_values() -> None:
     ],
 )
 def test_ner_span_f1(a: list[dict[str, Any]], b: list[dict[str, Any]], expected: float) -> None:
-    assert compare_results(a, b, config("ner.xml")) == pytest.approx(expected)
+    assert compare_results(a, b, config("ner")) == pytest.approx(expected)
 
 
 def test_ner_matching_is_optimal_not_greedy() -> None:
@@ -152,7 +153,7 @@ def test_box_iou_values() -> None:
     ],
 )
 def test_rectangle_f1(a: list[dict[str, Any]], b: list[dict[str, Any]], expected: float) -> None:
-    assert compare_results(a, b, config("image_bbox.xml")) == pytest.approx(expected)
+    assert compare_results(a, b, config("image_bbox")) == pytest.approx(expected)
 
 
 # --- Polygons -----------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_polygon_geometry() -> None:
     ],
 )
 def test_polygon_f1(a: list[dict[str, Any]], b: list[dict[str, Any]], expected: float) -> None:
-    assert compare_results(a, b, config("image_polygon.xml")) == pytest.approx(expected)
+    assert compare_results(a, b, config("image_polygon")) == pytest.approx(expected)
 
 
 # --- Rating and Number --------------------------------------------------------------------------
@@ -194,9 +195,9 @@ def test_polygon_f1(a: list[dict[str, Any]], b: list[dict[str, Any]], expected: 
 @pytest.mark.parametrize(("a", "b", "expected"), [(5, 5, 1.0), (1, 5, 0.0), (4, 5, 0.75), (3, 5, 0.5)])
 def test_rating_uses_max_rating(a: int, b: int, expected: float) -> None:
     def rate(n: int) -> list[dict[str, Any]]:
-        return [region("rating", "rating", "response", rating=n)]
+        return [region("rating", "rating", "text", rating=n)]
 
-    assert compare_results(rate(a), rate(b), config("rating.xml")) == pytest.approx(expected)
+    assert compare_results(rate(a), rate(b), config("sentiment_rating")) == pytest.approx(expected)
 
 
 NUMBER_CFG = """<View>
@@ -237,14 +238,14 @@ def test_number(name: str, a: float, b: float, expected: float) -> None:
 )
 def test_textarea(a: list[str], b: list[str], expected: float) -> None:
     ra, rb = [region("summary", "textarea", text=a)], [region("summary", "textarea", text=b)]
-    assert compare_results(ra, rb, config("text_summary.xml")) == pytest.approx(expected)
+    assert compare_results(ra, rb, config("text_summary")) == pytest.approx(expected)
 
 
 def test_pairwise() -> None:
     def pick(side: str) -> list[dict[str, Any]]:
         return [region("preference", "pairwise", "preference", selected=side)]
 
-    cfg = config("pairwise.xml")
+    cfg = config("pairwise")
     assert compare_results(pick("left"), pick("left"), cfg) == 1.0
     assert compare_results(pick("left"), pick("right"), cfg) == 0.0
 
@@ -260,7 +261,7 @@ def test_pairwise() -> None:
 )
 def test_taxonomy_prefix_jaccard(a: list[list[str]], b: list[list[str]], expected: float) -> None:
     ra, rb = [region("taxonomy", "taxonomy", taxonomy=a)], [region("taxonomy", "taxonomy", taxonomy=b)]
-    assert compare_results(ra, rb, config("taxonomy.xml")) == pytest.approx(expected)
+    assert compare_results(ra, rb, config("taxonomy")) == pytest.approx(expected)
 
 
 # --- Several controls, weights ------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_control_answered_by_one_side_scores_zero() -> None:
 
 
 def test_empty_results() -> None:
-    cfg = config("text_classification.xml")
+    cfg = config("text_classification")
     assert compare_results([], [], cfg) == 1.0
     assert compare_results(None, [], cfg) == 1.0
     assert compare_results([], [], cfg, both_empty=None) is None
@@ -326,13 +327,13 @@ def test_empty_results() -> None:
 
 def test_relations_are_ignored() -> None:
     relation = {"from_id": "a", "to_id": "b", "type": "relation", "direction": "right"}
-    cfg = config("ner.xml")
+    cfg = config("ner")
     assert compare_results([span(0, 10), relation], [span(0, 10)], cfg) == 1.0
     assert compare_results([relation], [], cfg) == 1.0  # nothing scorable on either side
 
 
 def test_skips_are_not_compared() -> None:
-    cfg = config("text_classification.xml")
+    cfg = config("text_classification")
     done = {"result": [choice("Positive")], "was_cancelled": False}
     skipped = {"result": [], "was_cancelled": True}
     assert compare_results(done, done, cfg) == 1.0
@@ -360,14 +361,14 @@ def test_unknown_control_type_falls_back_to_exact_equality() -> None:
 
 
 def test_control_missing_from_config_uses_region_type() -> None:
-    cfg = config("text_classification.xml")
+    cfg = config("text_classification")
     a = [choice("Positive"), choice("x", "y", name="legacy")]
     b = [choice("Positive"), choice("y", name="legacy")]
     assert per_control(a, b, cfg) == {"sentiment": 1.0, "legacy": 0.5}
 
 
 def test_config_forms_agree() -> None:
-    cfg = config("multi_label.xml")
+    cfg = config("multi_label")
     a, b = [choice("Sports", "Health", name="topics")], [choice("Health", name="topics")]
     parsed = LabelConfig.parse(cfg)
     by_name = {"topics": Control(name="topics", type="choices", multiple=True)}
