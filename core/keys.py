@@ -72,6 +72,8 @@ Routing (:class:`routing.state.RoutingState`)
   reason, evidence, who, when), see ``routing.pausing``.
 - ``{p}:p:{pid}:r:task:{tid}`` (hash): the task's route, see ``routing.state.TaskRoute``.
 - ``{p}:p:{pid}:r:offtier`` (hash): unique_id of a submission left out -> why (JSON).
+- ``{p}:p:{pid}:r:datamanager`` (hash): task -> the Data Manager columns last written into its ``data``
+  (JSON), see ``routing.data_manager``: a task is written again only when one of them changed.
 - ``{p}:p:{pid}:r:subtiers`` (hash): unique_id of a submission -> its author's tier when routing first saw it.
 - ``{p}:p:{pid}:r:tierprojects`` (hash): tier -> escalation project id.
 - ``{p}:p:{pid}:r:prepared`` (string): set once the project is ready for escalations (``prepare_project``).
@@ -311,6 +313,10 @@ class Keys:
 
     def off_tier(self, project: Id) -> str:
         return f"{self._r(project)}:offtier"
+
+    def data_manager_written(self, project: Id) -> str:
+        """Hash task -> the Data Manager columns (JSON) :mod:`routing.data_manager` last wrote into its data."""
+        return f"{self._r(project)}:datamanager"
 
     def submission_tiers(self, project: Id) -> str:
         return f"{self._r(project)}:subtiers"

@@ -145,7 +145,8 @@ class Settings:
                                      "how often annotations are read back from Label Studio")
     public_url: str = _var("CROWDGATE_PUBLIC_URL", "", "worker",
                            "crowdgate's base URL as Label Studio reaches it; when set, reconciliation re-creates a "
-                           "project's missing or inactive webhook to `<url>/hooks/labelstudio` with the secret",
+                           "project's missing or inactive webhook to `<url>/hooks/labelstudio` with the secret, and "
+                           "each task's Data Manager column `crowdgate_dashboard` links to `<url>/dashboard/...`",
                            shown="empty (alert only)")
     flags_interval_s: int = _var("CROWDGATE_FLAGS_INTERVAL_S", 60, "cron",
                                  "how often low-effort and fraud signals are re-evaluated")
@@ -160,6 +161,10 @@ class Settings:
                                    shown="`604800` (7 days)")
     retention_sweep_s: int = _var("CROWDGATE_RETENTION_SWEEP_S", 3600, "cron",
                                   "seconds between retention sweeps (0: none)")
+    # Batched on purpose: a write per event would PATCH Label Studio inside the annotators' busiest minutes.
+    data_manager_interval_s: int = _var("CROWDGATE_DATA_MANAGER_INTERVAL_S", 120, "cron",
+                                        "how often tasks whose agreement or status changed get them written into "
+                                        "their data as Data Manager columns (at most 500 tasks a run; 0: never)")
     # -- processes ---------------------------------------------------------------------------------------
     worker_fork: bool = _var("CROWDGATE_WORKER_FORK", False, "worker",
                              "RQ forks a process per job (isolation) instead of running jobs in-process "

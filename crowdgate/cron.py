@@ -6,6 +6,7 @@
                              # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
                              # apply_retention every $CROWDGATE_RETENTION_SWEEP_S s (3600)
                              # refit_all every $CROWDGATE_REFIT_INTERVAL_S s (600)
+                             # sync_data_manager every $CROWDGATE_DATA_MANAGER_INTERVAL_S s (120)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from qa_hooks.jobs import refresh_flags
 from qa_hooks.refit import refit_all
 from qa_hooks.retention import apply_retention
 from routing.actions import sweep_deadlines
+from routing.data_manager import sync_data_manager
 from routing.pausing import evaluate_all
 
 
@@ -39,6 +41,7 @@ def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
         (sweep_deadlines, settings.routing_queue, settings.sla_sweep_s, 600, "sweep_deadlines"),
         (apply_retention, events, settings.retention_sweep_s, 1800, "apply_retention"),
         (refit_all, events, settings.refit_interval_s, 1800, "refit_all"),
+        (sync_data_manager, settings.routing_queue, settings.data_manager_interval_s, 900, "sync_data_manager"),
     ]
     kwargs = {"prefix": settings.key_prefix}
     for func, queue, interval, timeout, name in jobs:

@@ -30,6 +30,7 @@ from core.labelstudio import ENTERPRISE, LabelStudioClient, LabelStudioError, us
 from qa_hooks.scoring import categorical, label_of
 from routing import exam
 from routing.assignment import Candidate, choose_annotator
+from routing.data_manager import FIELDS as DATA_MANAGER_FIELDS
 from routing.decisions import AnnotatorAction, SlaAction, TaskState, check_sla
 from routing.inputs import live_submissions
 from routing.policy import Policy
@@ -256,6 +257,7 @@ def _community_route(ctx: Context, api: LabelStudioClient, project: int, task: i
     else:
         info = ctx.store.task_info(project, task)
         data = dict(info.data) if info else dict(api.task(task).get("data") or {})
+        data = {k: v for k, v in data.items() if k not in DATA_MANAGER_FIELDS}  # the source's figures, not the copy's
         live = live_submissions(ctx.store.task_submissions(project, task))
         emails = ctx.state.emails([s.annotator for s in live])
         predictions = [{"model_version": f"annotator:{emails.get(s.annotator) or s.annotator}", "score": 1.0,

@@ -43,6 +43,7 @@ from qa_hooks.scoring import categorical, label_of
 from qa_hooks.similarity import compare_results
 from routing.actions import SOURCE_FIELD, candidates
 from routing.assignment import Candidate, choose_annotator
+from routing.data_manager import FIELDS as DATA_MANAGER_FIELDS
 from routing.inputs import live_submissions
 from routing.policy import Policy
 from routing.review_sampling import (
@@ -353,7 +354,8 @@ def send_to_review(project: int, task: int, rule: str, reason: str, prefix: str 
     current = api.task(task)
     final = ((current.get("meta") or {}).get("crowdgate") or {}).get("final") or {}
     result = final.get("result") or (live[-1].result if live else [])
-    data = dict(current.get("data") or {})
+    # the source's Data Manager figures would go stale in the copy, which the job never updates
+    data = {k: v for k, v in (current.get("data") or {}).items() if k not in DATA_MANAGER_FIELDS}
     tagged = {**data, "assigned_to": email or "", SOURCE_FIELD: task, "crowdgate_source_project": project,
               REVIEW_REASON: _context_text(ctx, rule, reason, route.final_label, live)}
     found = api.find_tasks(review_project, SOURCE_FIELD, task)  # a retry after an import that went through

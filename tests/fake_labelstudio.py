@@ -140,6 +140,7 @@ class FakeLabelStudio:
         return self.patch_task(task, is_labeled=True)
 
     def replace_task_data(self, task: int, data: dict) -> dict:
+        self._maybe_fail("replace_task_data")
         return self.patch_task(task, data=data)
 
     def replace_task_meta(self, task: int, meta: dict) -> dict:

@@ -102,7 +102,7 @@ def test_reconciliation_recovers_what_no_webhook_delivered(labelstudio, stack):
     # RQ's own CronScheduler enqueues the job; the worker process runs it.
     cron = scheduler(connection, isolated_settings(key_prefix="it"))
     assert {job.name for job in cron.enqueue_jobs()} == {"reconcile_all", "refresh_flags", "apply_retention",
-                                                         "refit_all", "evaluate_fraud"}
+                                                         "refit_all", "evaluate_fraud", "sync_data_manager"}
     wait_for(lambda: store.summary(project)["submissions"] == 3, timeout=60, what="reconciled submissions")
     ledger = Ledger(connection, "it")
     assert ledger.reliability(project, users["cy@crowdgate.test"]).gold_accuracy == 1.0  # gold from meta

@@ -30,6 +30,7 @@ from crowdgate.report.cost import AnnotatorWork, CostModel, QaCounts, qa_counts
 from qa_hooks.ledger import Ledger
 from qa_hooks.store import LuaScript
 from routing import pausing
+from routing.data_manager import task_status
 from routing.policy import Policy
 from routing.state import RoutingState
 
@@ -367,9 +368,7 @@ def read_project(connection: redis.Redis, prefix: str, project: int,
         names = [keys.task_score(project, t) for t in chunk] + [keys.task_route(project, t) for t in chunk]
         replies = _TASKS_SCRIPT(connection, names, [])
         for t, (n, agreement, consensus, reached, status, escalations, required) in zip(chunk, replies, strict=True):
-            route_status = _s(status) or "open"
-            shown = route_status if route_status in ("escalated", "final") else \
-                "consensus" if reached == b"1" else "needs more"
+            shown = task_status(_s(status), reached == b"1")  # the Data Manager's column says the same
             d = difficulty.get(t)
             task_rows.append(TaskRow(
                 task=t, labels=int(n or 0), agreement=_num(agreement), consensus=_s(consensus) or None,

@@ -45,7 +45,9 @@ def text_of(result: Iterable[Mapping[str, Any]]) -> str | None:
 
 
 def _length(data: Mapping[str, Any]) -> float | None:
-    texts = [v for v in data.values() if isinstance(v, str) and not v.startswith(("http://", "https://", "/data/"))]
+    # crowdgate's own fields (exam offers, Data Manager status words) are not what the annotator reads
+    texts = [v for k, v in data.items() if isinstance(v, str) and not str(k).startswith("crowdgate_")
+             and not v.startswith(("http://", "https://", "/data/"))]
     return float(sum(len(t) for t in texts)) if texts else None
 
 
