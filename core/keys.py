@@ -122,6 +122,16 @@ Metrics (:mod:`crowdgate.metrics`)
 - ``{p}:metrics:audit_counts`` (hash): ``"kind\\taction"`` -> how many audit entries of that kind and action
   were written (what ``/metrics`` serves as ``crowdgate_*_total`` counters, the same from every process).
 
+Alerts (:mod:`crowdgate.alerts`)
+
+- ``{p}:alerts:cursor`` (string): the id of the last audit entry the alert job has dealt with (sent, or passed
+  over as not worth an alert); it moves only after the receiver accepted the message.
+- ``{p}:alerts:lock`` (string, expires): the token of the alert run holding it (one run at a time).
+- ``{p}:alerts:sent`` (hash): digest of an alert line -> when it was last sent (repeats within the hour are
+  left out; older fields are dropped).
+- ``{p}:alerts:agreement`` (hash): project -> JSON ``[pair_n, pair_sum]``, the sums of its annotators' pairwise
+  agreement when its last window was judged (the agreement-drop check).
+
 All keys of a deployment share the prefix, so one prefix is one crowdgate's whole state.
 """
 
@@ -448,3 +458,17 @@ class Keys:
 
     def metrics_audit_counts(self) -> str:
         return f"{self.prefix}:metrics:audit_counts"
+
+    # -- alerts (crowdgate.alerts) -------------------------------------------------------------------------
+
+    def alerts_cursor(self) -> str:
+        return f"{self.prefix}:alerts:cursor"
+
+    def alerts_lock(self) -> str:
+        return f"{self.prefix}:alerts:lock"
+
+    def alerts_sent(self) -> str:
+        return f"{self.prefix}:alerts:sent"
+
+    def alerts_agreement(self) -> str:
+        return f"{self.prefix}:alerts:agreement"

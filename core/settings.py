@@ -78,6 +78,15 @@ class Settings:
                                          "removes its `*.db` files at start): `/metrics` adds up every gunicorn "
                                          "process",
                                          shown="empty (this process only)")
+    # The URL carries the receiver's token: it is never logged nor put in a message or an RQ job's arguments.
+    alert_webhook_url: str = _var("CROWDGATE_ALERT_WEBHOOK_URL", "", "web, worker, cron",
+                                  "Slack-compatible incoming-webhook URL crowdgate posts its own alerts to (pauses, "
+                                  "SLA breaches, webhook problems, the LLM failing, agreement dropping); set it for "
+                                  "all three: cron schedules the job, the worker sends, web and worker report LLM "
+                                  "outages", shown="empty (off)")
+    alert_interval_s: int = _var("CROWDGATE_ALERT_INTERVAL_S", 60, "cron",
+                                 "seconds between runs of the alert job, which sends what the audit log recorded "
+                                 "since the last run (0: none)")
     # -- ML backend --------------------------------------------------------------------------------------
     ml_basic_auth_user: str = _var("CROWDGATE_ML_BASIC_AUTH_USER", "", "web",
                                    "HTTP basic auth user for the ML backend (set the same pair in Label Studio's "

@@ -6,6 +6,8 @@
                              # sweep_deadlines every $CROWDGATE_SLA_SWEEP_S s (off unless set)
                              # apply_retention every $CROWDGATE_RETENTION_SWEEP_S s (3600)
                              # refit_all every $CROWDGATE_REFIT_INTERVAL_S s (600)
+                             # send_alerts (crowdgate.alerts) every $CROWDGATE_ALERT_INTERVAL_S s (60),
+                             #   only when $CROWDGATE_ALERT_WEBHOOK_URL is set
                              # sync_data_manager every $CROWDGATE_DATA_MANAGER_INTERVAL_S s (120)
 """
 
@@ -19,6 +21,7 @@ import redis
 from rq.cron import CronScheduler
 
 from core.settings import Settings, use
+from crowdgate.alerts import send_alerts
 from crowdgate.pipeline import reconcile_and_route
 from qa_hooks.jobs import refresh_flags
 from qa_hooks.refit import refit_all
@@ -41,6 +44,8 @@ def scheduler(connection: redis.Redis, settings: Settings) -> CronScheduler:
         (sweep_deadlines, settings.routing_queue, settings.sla_sweep_s, 600, "sweep_deadlines"),
         (apply_retention, events, settings.retention_sweep_s, 1800, "apply_retention"),
         (refit_all, events, settings.refit_interval_s, 1800, "refit_all"),
+        # The job reads the URL from the worker's settings: the token it holds stays out of RQ's job data.
+        (send_alerts, events, settings.alert_interval_s if settings.alert_webhook_url else 0, 120, "send_alerts"),
         (sync_data_manager, settings.routing_queue, settings.data_manager_interval_s, 900, "sync_data_manager"),
     ]
     kwargs = {"prefix": settings.key_prefix}

@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from core.settings import Settings, use
+from crowdgate.alerts import report_llm_outages
 from crowdgate.dashboard.views import init_dashboard
 from crowdgate.metrics import init_metrics
 from crowdgate.pipeline import handle_event
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_hooks(app, settings, job=handle_event)  # each event is scored, then routed
     init_dashboard(app, settings)  # /dashboard/ and /admin/api/, behind CROWDGATE_ADMIN_TOKEN
     init_metrics(app, settings)  # /metrics
+    report_llm_outages(settings)  # an LLM outage becomes an audit alert (when alerts are on)
     return app
 
 

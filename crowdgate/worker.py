@@ -41,6 +41,7 @@ from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from core.settings import Settings, use
+from crowdgate.alerts import report_llm_outages
 from qa_hooks.inbox import EVENT_JOB_TIMEOUT_S, InboxDrain
 
 MAINTENANCE_INTERVAL_S = 15
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = use(Settings.from_env())  # the jobs this worker runs read them with core.settings.current()
     logging.basicConfig(level=settings.log_level)
+    report_llm_outages(settings)  # the LLM audit and bulk pre-labels run here: their outages are alerts too
     connection = redis.Redis.from_url(settings.redis_url)
     names = argv or queues(settings)
     if settings.inbox == "stream" and settings.events_queue in names:

@@ -158,6 +158,7 @@ class EndpointState:
     n_choices: bool | None = None  # honours n > 1
     lock: threading.Lock = field(default_factory=threading.Lock)  # held by the thread probing the mode
     failures: int = 0  # tasks in a row that failed on an outage
+    openings: int = 0  # times the breaker opened since the endpoint last answered
     paused_until: float = 0.0  # monotonic time until which no calls are made (the breaker is open)
     breaker_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -172,16 +173,50 @@ class EndpointState:
     def answered(self) -> None:
         with self.breaker_lock:
             self.failures = 0
+            self.openings = 0
 
-    def failed(self, now: float, threshold: int, cooldown_s: float) -> bool:
-        """Count an outage; True when this one opens the breaker (pauses calls for ``cooldown_s``)."""
+    def failed(self, now: float, threshold: int, cooldown_s: float) -> int:
+        """Count an outage. When this one opens the breaker (pauses calls for ``cooldown_s``): which opening
+        since the endpoint last answered it is (1: the outage has just begun); else 0."""
         with self.breaker_lock:
             self.failures += 1
             if threshold <= 0 or self.failures < threshold or now < self.paused_until:
-                return False
+                return 0
             # After a pause one more failure re-opens it: the count is only reset by an answer.
             self.paused_until = now + cooldown_s
-            return True
+            self.openings += 1
+            return self.openings
+
+
+@dataclass(frozen=True)
+class Outage:
+    """An endpoint that has started failing: its breaker opened for the first time since it last answered."""
+
+    endpoint: str  # as log lines show it (no credentials)
+    model: str
+    failures: int  # tasks in a row that failed on an outage
+    cooldown_s: float  # no calls for this long, then it is tried again
+
+
+# ml_backend cannot write the audit log (routing owns it): crowdgate's services set a listener that does.
+_outage_listener: Callable[[Outage], None] | None = None
+
+
+def on_outage(listener: Callable[[Outage], None] | None) -> None:
+    """Have ``listener`` told, in the failing request's thread, each time an endpoint of this process starts
+    failing (once per outage, not at every cool-down it lasts); None: nobody. One listener per process."""
+    global _outage_listener
+    _outage_listener = listener
+
+
+def _tell_outage(outage: Outage) -> None:
+    listener = _outage_listener
+    if listener is None:
+        return
+    try:
+        listener(outage)
+    except Exception as exc:  # reporting an outage never fails a pre-label
+        log.warning("could not report the LLM outage of %s: %s: %s", outage.endpoint, type(exc).__name__, exc)
 
 
 _ENDPOINTS: dict[tuple[str, str], EndpointState] = {}
@@ -465,10 +500,13 @@ class LLMPredictor:
             )
             if self._outage(exc):
                 s = self.settings
-                if self.endpoint.failed(time.monotonic(), s.breaker_failures, s.breaker_cooldown_s):
+                opening = self.endpoint.failed(time.monotonic(), s.breaker_failures, s.breaker_cooldown_s)
+                if opening:
                     self._count("breaker_opened")
                     log.warning("%s failed %d tasks in a row: no LLM calls for %.0f s, the other models answer "
                                 "meanwhile", self._where, self.endpoint.failures, s.breaker_cooldown_s)
+                if opening == 1:
+                    _tell_outage(Outage(self._where, s.model, s.breaker_failures, s.breaker_cooldown_s))
         return outcome
 
     @staticmethod

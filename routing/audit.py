@@ -173,6 +173,11 @@ class AuditLog:
                 return
             start = "(" + chunk[-1][0].decode()
 
+    def after(self, entry_id: str, count: int = 1000) -> list[AuditEntry]:
+        """Up to ``count`` entries written after the one with stream id ``entry_id`` (``"0-0"``: from the first),
+        oldest first: how a reader keeping its own cursor (:mod:`crowdgate.alerts`) walks the log."""
+        return [self._parse(i, raw) for i, raw in self.redis.xrange(self.stream, "(" + entry_id, "+", count=count)]
+
     def query(
         self,
         project: int | None = None,
