@@ -162,9 +162,14 @@ class InboxDrain:
     def run(self, stop: threading.Event, burst: bool = False, block_ms: int = 1000) -> int:
         """Drain until ``stop`` is set (or, with ``burst``, until the stream is empty); returns events settled.
         Redis going away is waited out with backoff, as the RQ worker's supervisor does."""
-        done, delay = 0, 1.0
+        done, delay, interrupted = 0, 1.0, False
         while not stop.is_set():
             try:
+                if interrupted:
+                    # The batch Redis broke off is still pending on this consumer: settle it now rather than
+                    # leave it for another consumer's claim once idle past claim_idle_s.
+                    done += self.resume_own()
+                    interrupted = False
                 if time.monotonic() - self._maintained_at > self.MAINTENANCE_S:
                     self.maintain()
                 settled = self.drain_once(None if burst else block_ms)
@@ -173,6 +178,7 @@ class InboxDrain:
                 if burst:
                     raise
                 log.warning("inbox drain: Redis unavailable (%s): next try in %.0f s", exc, delay)
+                interrupted = True
                 stop.wait(delay)
                 delay = min(delay * 2, self.MAX_BACKOFF_S)
                 continue
@@ -199,6 +205,24 @@ class InboxDrain:
                     raise
                 self.ensure_group()  # a new or flushed Redis
         return []
+
+    def resume_own(self) -> int:
+        """Settle the entries this consumer read and never acknowledged (a batch that Redis broke off); returns
+        how many. Safe to repeat: every step of an event is idempotent."""
+        resumed = 0
+        while True:
+            reply = self.redis.xreadgroup(self.GROUP, self.consumer, {self.stream: "0"}, count=self.batch)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return resumed
+            gone = [entry_id for entry_id, fields in entries if not fields]  # deleted while pending
+            if gone:
+                self.redis.xack(self.stream, self.GROUP, *gone)
+            live = [(entry_id, fields) for entry_id, fields in entries if fields]
+            if live:
+                self.settle(live)
+                resumed += len(live)
+                log.warning("inbox drain: %d event(s) of a batch interrupted by Redis settled", len(live))
 
     def settle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Run the entries' events (a batch per job) and acknowledge each: done, or handed to RQ."""

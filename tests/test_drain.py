@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from rq import Queue, Retry, SimpleWorker
 from rq.registry import FailedJobRegistry
@@ -153,6 +154,38 @@ def test_an_abandoned_batch_is_handed_to_rq_and_scored_once(redis_conn, stream_s
     store = SubmissionStore(redis_conn, "t")
     assert store.summary(PROJECT)["submissions"] == 6 and store.unscored(PROJECT) == {}
     assert alive.pending() == 0
+
+
+def test_a_batch_broken_off_by_redis_is_settled_by_its_own_consumer_at_once(redis_conn, stream_settings,
+                                                                             monkeypatch):
+    inbox = Inbox(redis_conn, QUEUE, "t", 3600, job=handle_event)
+    for body in _events(6):
+        inbox.put(parse_body(json.dumps(body).encode()))
+    drain = InboxDrain(redis_conn, QUEUE, "t", batch=4, claim_idle_s=3600)  # no claim can be what saves it
+    settle, calls = drain.settle, []
+
+    def settle_once_broken(entries):
+        calls.append(len(entries))
+        if len(calls) == 1:
+            raise redis.ConnectionError("Redis went away mid-batch")
+        settle(entries)
+
+    monkeypatch.setattr(drain, "settle", settle_once_broken)
+    monkeypatch.setattr(qa_hooks.inbox.InboxDrain, "MAINTENANCE_S", 3600.0)
+    stop = threading.Event()
+    runner = threading.Thread(target=drain.run, args=(stop,), kwargs={"block_ms": 100})
+    runner.start()
+    store = SubmissionStore(redis_conn, "t")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (store.summary(PROJECT)["submissions"] < 6 or drain.pending()):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert calls[:2] == [4, 4]  # the broken batch itself, resumed from this consumer's pending entries
+    assert store.summary(PROJECT)["submissions"] == 6 and store.unscored(PROJECT) == {}
+    assert drain.pending() == 0 and Queue(QUEUE, connection=redis_conn).count == 0  # nothing left for RQ
 
 
 def test_receiver_and_worker_processes_drain_the_stream(redis_service, redis_conn, log_dir: Path):
