@@ -191,7 +191,10 @@ def test_llm_disagreement_reaches_the_reviewer_with_its_reason(labelstudio, redi
         env = {**os.environ, "REDIS_URL": redis_service.url, "CROWDGATE_WEBHOOK_SECRET": SECRET,
                "CROWDGATE_KEY_PREFIX": prefix, "LABEL_STUDIO_URL": labelstudio.url,
                "LABEL_STUDIO_API_KEY": labelstudio.token, "OPENAI_BASE_URL": stub.base_url,
-               "CROWDGATE_LLM_MODEL": "judge-stub", "CROWDGATE_LLM_PRICE_IN": "1.0", "CROWDGATE_LLM_PRICE_OUT": "2.0"}
+               "CROWDGATE_LLM_MODEL": "judge-stub", "CROWDGATE_LLM_PRICE_IN": "1.0", "CROWDGATE_LLM_PRICE_OUT": "2.0",
+               # queues of its own: the module's stack worker (no LLM configured) must not take these audit jobs
+               "CROWDGATE_EVENTS_QUEUE": f"{prefix}-events", "CROWDGATE_ROUTING_QUEUE": f"{prefix}-routing",
+               "CROWDGATE_ML_QUEUE": f"{prefix}-ml"}
         web = start_web(env, log_dir)
         try:
             worker = start_worker(env, log_dir)
