@@ -5,6 +5,7 @@
     crowdgate seed FOLDER TASKS       # create or update a project from a label config folder (idempotent)
     crowdgate rebuild-state PROJECT   # wipe PROJECT's scoring state and rebuild it from Label Studio alone
     crowdgate reconcile [PROJECT]     # one reconciliation pass now (every known project without PROJECT)
+    crowdgate export PROJECT --out DIR  # the consensus as a versioned snapshot folder; `export diff A B`
     crowdgate policy ... | audit ... | replay | demo | labelstudio ...
 
 Every subcommand reads ``REDIS_URL``, ``CROWDGATE_KEY_PREFIX``, ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``
@@ -53,6 +54,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("crowdgate.simulate:simulate", "Drive Label Studio with simulated or replayed annotators."),
     "fraud": ("routing.fraud_cli:fraud", "Fraud detection: find and review suspicious annotators."),
     "report": ("crowdgate.report.cli:report", "Quality and cost report of a project."),
+    "export": ("crowdgate.export.cli:export", "Consensus export: versioned snapshots (LS JSON, CSV, manifest); diff."),
     "review": ("routing.review_cli:review", "The review queue of a project and each annotator's acceptance."),
     "admin": ("crowdgate.admin:admin", "Admin actions: set-tier, clear-flag, unpause, rerun-task (audited)."),
     "policy": ("routing.cli:policy", "Bind, show and check routing policies; set tiers and flags by hand."),
