@@ -68,6 +68,10 @@ REPLAY_FIELD = "crowdgate_replay"
 SYNTHETIC_DOMAIN = "sim.crowdgate.test"
 REPLAY_DOMAIN = "replay.crowdgate.test"
 MAX_CONSECUTIVE_ERRORS = 3
+# A replayed worker's queue can look empty while their task is held by other annotators' locks (Label Studio
+# counts a lock toward the overlap): ask again a few times before calling their labels unserved.
+EMPTY_QUEUE_RETRIES = 5
+EMPTY_QUEUE_WAIT_S = 1.0
 # Simulated annotators wait at most this long for one answer: a stalled Label Studio is an error, not a hang.
 CALL_TIMEOUT_S = 30.0
 # Sign-ups and log-ins hash a password (Django's PBKDF2, CPU-bound on Label Studio's side): a few at a time, so a
@@ -345,15 +349,21 @@ class Simulation:
                 raise
         elapsed = time.monotonic() - started
         unserved = 0
-        served_items = set(self.items.values())
         for person, report in zip(self.annotators, reports, strict=True):
-            if isinstance(person.profile, ReplayWorker) and report.stopped == "queue empty":
-                done = report.submitted + report.skipped
-                unserved += max(0, len([i for i in person.profile.labels if i in served_items]) - done)
+            if report.stopped == "queue empty":
+                unserved += self._labels_left(person, report)
         replaying = all(isinstance(a.profile, ReplayWorker) for a in self.annotators)
         truth = {} if replaying else dict(self.truth_sources)  # a replay answers with recorded labels, not a truth
         return SimulationReport(self.project, self.crowd, elapsed, self.rate, self.limit, reports,
                                 dict(self._errors), unserved, writes, truth)
+
+    def _labels_left(self, person: SimulatedAnnotator, report: AnnotatorReport) -> int:
+        """Recorded labels of a replayed worker on this project's items not yet given (0 for other profiles)."""
+        if not isinstance(person.profile, ReplayWorker):
+            return 0
+        served_items = set(self.items.values())
+        mine = sum(1 for item in person.profile.labels if item in served_items)
+        return max(0, mine - report.submitted - report.skipped)
 
     def _take_slot(self) -> bool:
         with self._lock:
@@ -422,7 +432,7 @@ class Simulation:
             return
         report.queue = "next" if view is None else f"view {view}"
         rng = random.Random(f"{self.seed}:{person.email}")
-        consecutive = 0
+        consecutive, empty = 0, 0
         while not self.stop.is_set():
             if consecutive >= MAX_CONSECUTIVE_ERRORS:
                 report.stopped = "errors"
@@ -441,8 +451,13 @@ class Simulation:
                 continue
             if task is None:
                 self._give_back_slot()
+                if empty < EMPTY_QUEUE_RETRIES and self._labels_left(person, report):
+                    empty += 1
+                    self.stop.wait(EMPTY_QUEUE_WAIT_S)
+                    continue
                 report.stopped = "queue empty"
                 return
+            empty = 0
             tid = int(task["id"])
             report.served += 1
             answer = person.profile.answer(TaskChoices(tid, self.options, self.truth.get(tid, {}),

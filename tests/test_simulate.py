@@ -462,7 +462,7 @@ class FakeQueue:
         return Annotator(id=self.ids[email], email=email, token=email)
 
     def as_user(self, token):
-        me = FakeQueue.__new__(FakeQueue)
+        me = type(self).__new__(type(self))
         me.__dict__ = self.__dict__.copy()
         me.user = self.ids[token]
         me.done = set()
@@ -539,3 +539,40 @@ def test_the_report_counts_what_was_posted_per_annotator():
         assert (a.submitted, a.skipped) == (per_user[(a.user, False)], per_user[(a.user, True)])
         assert a.served == a.submitted + a.skipped
     assert len(queue.posted) == 6 * 3  # every task filled to its overlap of 3
+
+
+class HeldFirst(FakeQueue):
+    """A queue whose only task is first held by someone else's lock: the first ``/next/`` serves nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(tasks=1)
+        self.empty_answers = 1
+
+    def tasks(self, project):
+        return [{"id": 1, "data": {"item": "25"}}]
+
+    def replace_task_data(self, task, data):  # the replay's offer of the task to its workers
+        pass
+
+    def offer_view(self, project, email, field):
+        return None
+
+    def next_task(self, project, view=None):
+        with self.shared.lock:
+            if self.shared.empty_answers:
+                self.shared.empty_answers -= 1
+                return None
+        return super().next_task(project, view)
+
+
+def test_a_replayed_worker_asks_again_when_their_task_is_held_by_another_lock(monkeypatch):
+    import crowdgate.simulate as simulate
+    from crowdgate.simulate import SimulatedAnnotator, Simulation
+
+    monkeypatch.setattr(simulate, "EMPTY_QUEUE_WAIT_S", 0.01, raising=False)
+    worker = SimulatedAnnotator("W1", "w1@replay.test", ReplayWorker("W1", {"25": "0"}, "entailment", median_s=1.0),
+                                view_field="crowdgate_replay")
+    queue = HeldFirst()
+    report = Simulation(queue, 1, [worker], crowd="replay", rate=None).run()
+    assert queue.posted == [(1, 1, False)]  # the label was given once the lock let go
+    assert report.unserved == 0 and report.annotators[0].stopped == "queue empty"
